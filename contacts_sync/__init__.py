@@ -1,0 +1,1 @@
+"""harkd: contacts_sync."""

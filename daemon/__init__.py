@@ -1,0 +1,1 @@
+"""harkd: daemon."""

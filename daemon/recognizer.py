@@ -1,0 +1,315 @@
+"""Streaming RNN-T recognition: one :class:`Recognizer` holds the models, one stream per utterance.
+
+A stream takes 16 kHz audio in any chunk size, computes log-mel features with the shared front end, runs
+the encoder a chunk at a time (its state carried between chunks) and advances a beam search by one step per
+encoder frame. The beam search is the standard transducer search limited to ``max_symbols`` labels per
+frame: hypotheses that emit blank move on to the next frame; those that emit a label are extended (the
+predictor runs once per new prefix and its output is cached) and may emit again in the same frame.
+Identical label sequences reached along different paths are merged by adding their probabilities.
+Candidates that already score below the ``beam``-th finished hypothesis of the frame are dropped: emitting
+more labels can only lower a score, so they could never enter the beam.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from daemon.frontend import FeatureStream, Frontend, FrontendConfig
+from daemon.modelcard import ModelCard, load_card
+from daemon.tokens import TokenTable
+
+log = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.float32]
+
+
+class TransducerBackend(Protocol):
+    """The three graphs of an RNN-T, run by TFLite on the device or by PyTorch in training."""
+
+    chunk_features: int  # feature frames per encoder call
+    frame_shift_s: float  # seconds per encoder output frame
+
+    def initial_encoder_state(self) -> FloatArray: ...
+
+    def encode(self, feats: FloatArray, state: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """(chunk_features, n_mels) -> ((chunk_frames, joint_dim), new state)."""
+        ...
+
+    def initial_predictor_state(self) -> tuple[FloatArray, FloatArray]: ...
+
+    def predict(self, token: int, h: FloatArray, c: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """One predictor step: (joint_dim,), h, c."""
+        ...
+
+    def join(self, enc: FloatArray, preds: FloatArray) -> FloatArray:
+        """(joint_dim,), (N, joint_dim) -> logits (N, vocab)."""
+        ...
+
+
+class BiasState(Protocol):
+    """Context-biasing hook: ``advance`` returns the new state and the score bonus for one more token."""
+
+    def advance(self, token: int) -> tuple[BiasState, float]: ...
+
+    def final_bonus(self) -> float:
+        """Correction when a hypothesis ends here (withdraws credit for an unfinished partial match)."""
+        ...
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    beam: int = 4  # hypotheses kept per frame
+    max_symbols: int = 3  # labels per encoder frame at most
+    expand: int = 4  # labels tried per hypothesis and step
+    nbest: int = 4  # hypotheses reported
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    text: str  # normalised words separated by single spaces
+    tokens: tuple[int, ...]  # token ids (characters)
+    token_frames: tuple[int, ...]  # encoder frame at which each token was emitted
+    acoustic_score: float  # log probability from the model along the best path
+    bias_score: float  # bonus added by context biasing (0.0 without biasing)
+
+    @property
+    def score(self) -> float:
+        return self.acoustic_score + self.bias_score
+
+
+@dataclass
+class _Hyp:
+    tokens: tuple[int, ...]
+    frames: tuple[int, ...]
+    acoustic: float
+    bias: float
+    pred_out: FloatArray
+    h: FloatArray
+    c: FloatArray
+    bias_state: BiasState | None = None
+
+    @property
+    def score(self) -> float:
+        return self.acoustic + self.bias
+
+
+def _log_softmax(x: FloatArray) -> FloatArray:
+    m = x.max(axis=-1, keepdims=True)
+    shifted = x - m
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def _merge(pool: dict[tuple[int, ...], _Hyp], hyp: _Hyp) -> None:
+    """Add ``hyp`` to ``pool``, log-adding the acoustic score of an identical label sequence."""
+    other = pool.get(hyp.tokens)
+    if other is None:
+        pool[hyp.tokens] = hyp
+        return
+    best, worse = (other, hyp) if other.acoustic >= hyp.acoustic else (hyp, other)
+    best.acoustic = float(np.logaddexp(best.acoustic, worse.acoustic))
+    pool[hyp.tokens] = best
+
+
+class Recognizer:
+    """Holds the models (built once); :meth:`stream` makes a cheap per-utterance stream."""
+
+    def __init__(
+        self,
+        backend: TransducerBackend,
+        tokens: TokenTable,
+        frontend: Frontend,
+        decode: DecodeConfig | None = None,
+        card: ModelCard | None = None,
+    ) -> None:
+        self.backend = backend
+        self.tokens = tokens
+        self.frontend = frontend
+        self.decode = decode or DecodeConfig()
+        self.card = card
+
+    @classmethod
+    def load(cls, model_dir: Path, threads: int = 1, decode: DecodeConfig | None = None) -> Recognizer:
+        """Load a model directory, refusing files whose sha256 does not match its card."""
+        from daemon.tflite_transducer import TfliteTransducer
+
+        card = load_card(model_dir, verify=True)
+        backend = TfliteTransducer(model_dir, card, threads)
+        tokens = TokenTable.load(model_dir / "tokens.json")
+        frontend = Frontend(FrontendConfig.from_dict(card.frontend))
+        return cls(backend, tokens, frontend, decode, card)
+
+    @property
+    def frame_shift_s(self) -> float:
+        return self.backend.frame_shift_s
+
+    @property
+    def version(self) -> str:
+        return f"{self.card.name}-{self.card.version}" if self.card else "unversioned"
+
+    def stream(self, bias: BiasState | None = None) -> RecognizerStream:
+        return RecognizerStream(self, bias)
+
+
+@dataclass
+class RecognizerStream:
+    recognizer: Recognizer
+    bias: BiasState | None = None
+    frames_decoded: int = 0  # encoder frames consumed by the beam search
+    samples_accepted: int = 0
+    finished: bool = False
+    _features: FeatureStream = field(init=False)
+    _pending: list[FloatArray] = field(init=False, default_factory=list)
+    _state: FloatArray = field(init=False)
+    _hyps: list[_Hyp] = field(init=False)
+    _pred_cache: dict[tuple[int, ...], tuple[FloatArray, FloatArray, FloatArray]] = field(
+        init=False, default_factory=dict
+    )
+
+    def __post_init__(self) -> None:
+        backend = self.recognizer.backend
+        self._features = self.recognizer.frontend.stream()
+        self._state = backend.initial_encoder_state()
+        h, c = backend.initial_predictor_state()
+        out, h, c = backend.predict(0, h, c)
+        self._pred_cache[()] = (out, h, c)
+        self._hyps = [_Hyp((), (), 0.0, 0.0, out, h, c, self.bias)]
+
+    # -- input ---------------------------------------------------------------------------------------
+    def accept_waveform(self, samples: npt.NDArray[np.int16] | FloatArray) -> None:
+        """Feed audio (16 kHz mono, int16 or float in [-1, 1)); decodes every complete chunk."""
+        if self.finished:
+            raise RuntimeError("stream already finalised")
+        self.samples_accepted += len(samples)
+        feats = self._features.accept(samples)
+        if len(feats):
+            self.accept_features(feats)
+
+    def accept_features(self, feats: FloatArray) -> None:
+        self._pending.append(np.asarray(feats, dtype=np.float32))
+        buffered = np.concatenate(self._pending)
+        size = self.recognizer.backend.chunk_features
+        n_full = len(buffered) // size
+        for i in range(n_full):
+            self._encode_and_search(buffered[i * size : (i + 1) * size])
+        self._pending = [buffered[n_full * size :]]
+
+    def finalize(self) -> None:
+        """Decode what is buffered, padding the last chunk with the quietest frame values seen in it."""
+        if self.finished:
+            return
+        rest = np.concatenate(self._pending)
+        if len(rest):
+            size = self.recognizer.backend.chunk_features
+            pad = np.repeat(rest.min(axis=0, keepdims=True), size - len(rest), axis=0)
+            self._encode_and_search(np.concatenate([rest, pad]))
+        self._pending = []
+        self.finished = True
+
+    # -- output --------------------------------------------------------------------------------------
+    def nbest(self, n: int | None = None) -> list[Hypothesis]:
+        n = n or self.recognizer.decode.nbest
+        final = self.finished
+        ranked = sorted(self._hyps, key=lambda h: self._final_score(h) if final else h.score, reverse=True)
+        tokens = self.recognizer.tokens
+        out = []
+        for h in ranked[:n]:
+            bias = h.bias + (h.bias_state.final_bonus() if final and h.bias_state else 0.0)
+            out.append(Hypothesis(" ".join(tokens.words(h.tokens)), h.tokens, h.frames, h.acoustic, bias))
+        return out
+
+    @property
+    def text(self) -> str:
+        best = self.nbest(1)
+        return best[0].text if best else ""
+
+    def last_token_frame(self) -> int | None:
+        """Encoder frame of the best hypothesis' last label (for end-pointing), or None if it has none."""
+        best = max(self._hyps, key=lambda h: h.score)
+        return best.frames[-1] if best.frames else None
+
+    # -- search --------------------------------------------------------------------------------------
+    @staticmethod
+    def _final_score(h: _Hyp) -> float:
+        return h.score + (h.bias_state.final_bonus() if h.bias_state else 0.0)
+
+    def _encode_and_search(self, chunk: FloatArray) -> None:
+        enc, self._state = self.recognizer.backend.encode(chunk, self._state)
+        for frame in enc:
+            self._search_frame(frame)
+            self.frames_decoded += 1
+
+    def _predicted(self, tokens: tuple[int, ...], parent: _Hyp) -> tuple[FloatArray, FloatArray, FloatArray]:
+        cached = self._pred_cache.get(tokens)
+        if cached is None:
+            cached = self.recognizer.backend.predict(tokens[-1], parent.h, parent.c)
+            self._pred_cache[tokens] = cached
+        return cached
+
+    def _search_frame(self, enc: FloatArray) -> None:
+        cfg = self.recognizer.decode
+        backend = self.recognizer.backend
+        finished: dict[tuple[int, ...], _Hyp] = {}
+        frontier = self._hyps
+        for symbol in range(cfg.max_symbols + 1):
+            if not frontier:
+                break
+            logp = _log_softmax(backend.join(enc, np.stack([h.pred_out for h in frontier])))
+            candidates: list[tuple[float, _Hyp, int, float]] = []
+            for i, hyp in enumerate(frontier):
+                _merge(finished, _Hyp(hyp.tokens, hyp.frames, hyp.acoustic + float(logp[i, 0]), hyp.bias,
+                                      hyp.pred_out, hyp.h, hyp.c, hyp.bias_state))
+                if symbol == cfg.max_symbols:
+                    continue
+                labels = np.argpartition(-logp[i, 1:], cfg.expand - 1)[: cfg.expand] + 1
+                for k in labels:
+                    lp = float(logp[i, k])
+                    candidates.append((hyp.score + lp, hyp, int(k), lp))
+            floor = self._beam_floor(finished)
+            candidates = [c for c in candidates if c[0] > floor]
+            candidates.sort(key=lambda c: c[0], reverse=True)
+            extended: dict[tuple[int, ...], _Hyp] = {}
+            for _, hyp, k, lp in candidates:
+                if len(extended) >= cfg.beam:
+                    break
+                tokens = (*hyp.tokens, k)
+                if tokens in extended:
+                    _merge(extended, self._extend(hyp, tokens, k, lp))
+                    continue
+                extended[tokens] = self._extend(hyp, tokens, k, lp)
+            frontier = list(extended.values())
+        self._hyps = sorted(finished.values(), key=lambda h: h.score, reverse=True)[: cfg.beam]
+
+    def _beam_floor(self, finished: dict[tuple[int, ...], _Hyp]) -> float:
+        beam = self.recognizer.decode.beam
+        if len(finished) < beam:
+            return float("-inf")
+        return sorted((h.score for h in finished.values()), reverse=True)[beam - 1]
+
+    def _extend(self, hyp: _Hyp, tokens: tuple[int, ...], token: int, lp: float) -> _Hyp:
+        out, h, c = self._predicted(tokens, hyp)
+        bias_state, bonus = (hyp.bias_state.advance(token) if hyp.bias_state else (None, 0.0))
+        return _Hyp(tokens, (*hyp.frames, self.frames_decoded), hyp.acoustic + lp, hyp.bias + bonus,
+                    out, h, c, bias_state)
+
+
+def transcribe_samples(recognizer: Recognizer, samples: npt.NDArray[np.int16] | FloatArray,
+                       chunk: int = 1600) -> list[Hypothesis]:
+    """Decode a whole signal through the streaming path, ``chunk`` samples at a time."""
+    stream = recognizer.stream()
+    for i in range(0, len(samples), chunk):
+        stream.accept_waveform(samples[i : i + chunk])
+    stream.finalize()
+    return stream.nbest()
+
+
+__all__: Sequence[str] = (
+    "BiasState", "DecodeConfig", "Hypothesis", "Recognizer", "RecognizerStream", "TransducerBackend",
+    "transcribe_samples",
+)

@@ -1,0 +1,170 @@
+"""Training loop: RNN-T loss, AdamW, warm-up + cosine schedule, gradual pruning, resumable checkpoints.
+
+Progress through training is ``max(step / steps, elapsed / time_budget)``: the learning rate and the
+sparsity schedule follow it, so a run that hits its time budget still ends fully pruned and annealed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from training.features import Batch, FeatureShard, length_bucketed_batches, make_batch
+from training.model import ModelConfig, Transducer
+from training.rnnt_loss import rnnt_loss
+from training.sparsity import GradualPruner, zero_fraction
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 3000  # optimiser steps at most
+    time_budget_min: float = 75.0  # minutes of wall-clock at most
+    max_frames: int = 10000  # feature frames (10 ms) per batch, padding included
+    lr: float = 2e-3
+    warmup: float = 0.05  # fraction of progress
+    weight_decay: float = 1e-2
+    grad_clip: float = 5.0
+    final_sparsity: float = 0.6  # of every weight matrix
+    prune_begin: float = 0.2  # progress at which pruning starts
+    prune_end: float = 0.75  # progress at which the final sparsity is reached
+    freq_masks: int = 2  # SpecAugment masks per utterance
+    freq_mask_width: int = 6  # mel bins at most
+    time_masks: int = 2
+    time_mask_width: int = 15  # frames at most
+    threads: int = 2
+    seed: int = 0
+    checkpoint_every: int = 100  # steps
+
+
+def spec_augment(batch: Batch, cfg: TrainConfig, subsampling: int, rng: np.random.Generator) -> Batch:
+    feats = batch.feats.clone()
+    fill = feats.mean()
+    n_mels = feats.shape[2]
+    for b in range(feats.shape[0]):
+        frames = int(batch.feat_lengths[b]) * subsampling
+        for _ in range(cfg.freq_masks):
+            w = int(rng.integers(0, cfg.freq_mask_width + 1))
+            f0 = int(rng.integers(0, n_mels - w + 1))
+            feats[b, :, f0 : f0 + w] = fill
+        for _ in range(cfg.time_masks):
+            w = int(rng.integers(0, cfg.time_mask_width + 1))
+            t0 = int(rng.integers(0, max(1, frames - w)))
+            feats[b, t0 : t0 + w, :] = fill
+    return Batch(feats, batch.feat_lengths, batch.tokens, batch.token_lengths)
+
+
+def set_feature_stats(model: Transducer, shard: FeatureShard) -> None:
+    sample = shard.feats[:: max(1, len(shard.feats) // 200000)].astype(np.float32)
+    model.encoder.feat_mean.copy_(torch.from_numpy(sample.mean(axis=0)))
+    model.encoder.feat_inv_std.copy_(torch.from_numpy(1.0 / (sample.std(axis=0) + 1e-3)))
+
+
+def learning_rate(cfg: TrainConfig, progress: float) -> float:
+    if progress < cfg.warmup:
+        return cfg.lr * max(progress / cfg.warmup, 0.01)
+    frac = (progress - cfg.warmup) / (1.0 - cfg.warmup)
+    return cfg.lr * (0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * min(frac, 1.0))))
+
+
+def train(
+    shard: FeatureShard, model_cfg: ModelConfig, cfg: TrainConfig, out_dir: Path
+) -> Path:
+    """Train (resuming from ``out_dir/last.pt`` if present); returns the path of the final checkpoint."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    final_path = out_dir / "final.pt"
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    model = Transducer(model_cfg)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    pruner = GradualPruner(model, cfg.final_sparsity, cfg.prune_begin, cfg.prune_end)
+    (out_dir / "config.json").write_text(
+        json.dumps({"model": model_cfg.to_dict(), "train": asdict(cfg)}, indent=2) + "\n"
+    )
+
+    step, elapsed_before = 0, 0.0
+    last = out_dir / "last.pt"
+    if last.exists():
+        state = torch.load(last, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        pruner.load_state_dict(state["pruner"])
+        step, elapsed_before = int(state["step"]), float(state["elapsed"])
+        rng = np.random.default_rng(cfg.seed + step)
+        log.info("resuming at step %d (%.1f min)", step, elapsed_before / 60)
+    else:
+        set_feature_stats(model, shard)
+
+    lengths = shard.num_frames()
+    start = time.monotonic()
+
+    def progress_now() -> float:
+        elapsed = elapsed_before + time.monotonic() - start
+        return max(step / cfg.steps, elapsed / (cfg.time_budget_min * 60.0))
+
+    def save(path: Path) -> None:
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "optimiser": optimiser.state_dict(),
+                "pruner": pruner.state_dict(),
+                "step": step,
+                "elapsed": elapsed_before + time.monotonic() - start,
+                "model_config": model_cfg.to_dict(),
+                "train_config": asdict(cfg),
+            },
+            path.with_suffix(".tmp"),
+        )
+        path.with_suffix(".tmp").replace(path)
+
+    model.train()
+    bar = tqdm(total=100, desc="train", unit="%", initial=int(100 * progress_now()))
+    smoothed = None
+    while progress_now() < 1.0:
+        for indices in length_bucketed_batches(lengths, cfg.max_frames, rng):
+            progress = progress_now()
+            if progress >= 1.0:
+                break
+            for group in optimiser.param_groups:
+                group["lr"] = learning_rate(cfg, progress)
+            batch = make_batch(shard, indices, model_cfg.subsampling)
+            batch = spec_augment(batch, cfg, model_cfg.subsampling, rng)
+            logits = model.joint_logits(batch.feats, batch.tokens)
+            loss = rnnt_loss(logits, batch.tokens, batch.feat_lengths, batch.token_lengths)
+            optimiser.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimiser.step()
+            sparsity = pruner.update(progress)
+            step += 1
+            value = float(loss) / max(1.0, float(batch.token_lengths.float().mean()))
+            smoothed = value if smoothed is None else 0.95 * smoothed + 0.05 * value
+            bar.set_postfix(step=step, loss_per_token=f"{smoothed:.3f}", sparsity=f"{sparsity:.2f}")
+            bar.update(int(100 * progress_now()) - bar.n)
+            if step % cfg.checkpoint_every == 0:
+                save(last)
+    bar.close()
+    pruner.update(1.0)
+    zeros, total = zero_fraction(model)
+    log.info("finished at step %d; %.1f%% of weights are zero", step, 100.0 * zeros / total)
+    save(last)
+    save(final_path)
+    return final_path
+
+
+def load_checkpoint(path: Path) -> Transducer:
+    state = torch.load(path, weights_only=True)
+    model = Transducer(ModelConfig.from_dict(state["model_config"]))
+    model.load_state_dict(state["model"])
+    model.eval()
+    return model
