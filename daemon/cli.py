@@ -12,6 +12,9 @@ from collections.abc import Sequence
 # taking the parsed namespace and returning the exit status.
 COMMAND_MODULES = (
     "daemon.commands.transcribe",
+    "daemon.commands.lattice_export",
+    "daemon.commands.check_config",
+    "daemon.commands.devices",
 )
 
 

@@ -53,7 +53,7 @@ def _spec(default: Any = dataclasses.MISSING, *, lo: float | None = None, hi: fl
     meta = {"min": lo, "max": hi, "unit": unit, "secret": secret, "null_default": null_default}
     if factory is not dataclasses.MISSING:
         return field(default_factory=factory, metadata=meta)
-    return field(default=default, metadata=meta)
+    return field(default=default, metadata=meta, repr=not secret)  # secrets stay out of repr() too
 
 
 def default_device_id() -> str:
@@ -142,8 +142,9 @@ class MqttTlsConfig:
 class OutboxConfig:
     path: Path | None = None  # persistent outbox file; None: <state_dir>/outbox.db
     max_messages: int = _spec(10000, lo=1, hi=10_000_000, unit="messages")  # messages kept while offline
-    policy: Literal["drop-oldest", "drop-newest"] = "drop-oldest"  # which message goes when the outbox is
-    # full: "drop-oldest" keeps the most recent results (stale lattices are worth least)
+    max_bytes: int = _spec(64 * 1024 * 1024, lo=1024, hi=1024**3, unit="bytes")  # payloads and topics, in all
+    policy: Literal["drop-oldest"] = "drop-oldest"  # when full, the oldest lattices go first (stale
+    # lattices are worth least), then the oldest other messages; the only policy so far
 
 
 @dataclass(frozen=True)
@@ -155,9 +156,13 @@ class MqttConfig:
     username: str | None = None  # broker user name
     password: str | None = _spec(None, secret=True)  # broker password (never printed)
     keepalive_s: int = _spec(30, lo=5, hi=3600, unit="seconds")  # MQTT keep-alive interval
+    reconnect_min_s: float = _spec(1.0, lo=0.1, hi=3600, unit="seconds")  # first reconnect delay; doubles
+    reconnect_max_s: float = _spec(60.0, lo=0.1, hi=3600, unit="seconds")  # longest reconnect delay
+    max_inflight: int = _spec(10, lo=1, hi=1000, unit="messages")  # sent but not yet acknowledged
     prefix: str = "harkd"  # topics are <prefix>/<device_id>/...
     qos: int = _spec(1, lo=0, hi=2, unit="QoS level")  # QoS of published messages
     hermes: bool = False  # also publish Rhasspy/Snips Hermes topics
+    hermes_wakeword_id: str = "default"  # <id> in hermes/hotword/<id>/detected
     tls: MqttTlsConfig = field(default_factory=MqttTlsConfig)
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
 
@@ -326,7 +331,7 @@ def parse_overrides(overrides: Sequence[str], issues: list[ConfigIssue]) -> dict
             continue
         parts = key.split(".")
         if any(not part for part in parts):
-            issues.append(ConfigIssue(key, f"--set {item!r}: empty key part", source="--set"))
+            issues.append(ConfigIssue(key, f"--set {key!r}: empty part in the key", source="--set"))
             continue
         try:
             value = yaml.safe_load(raw) if raw.strip() else None
@@ -438,7 +443,8 @@ def _convert(value: Any, tp: Any, meta: Mapping[str, Any], layer: _Layer | None)
                 return None
             raise _Invalid(f"must be {_describe(tp)}, not null")
         problems: list[_Invalid] = []
-        for option in options:
+        # The option of the value's own type first, so 3 stays an int in ``str | int`` rather than "3".
+        for option in sorted(options, key=lambda opt: opt is not type(value)):
             if option is type(None):
                 continue
             try:
@@ -595,6 +601,11 @@ def _cross_checks(config: Config, origins: Mapping[str, _Layer], failed: set[str
             f"{ep.speculative_lead_ms} ms must be shorter than endpoint.final_silence_ms "
             f"({ep.final_silence_ms} ms)", also=["endpoint.final_silence_ms"])
     mqtt = config.mqtt
+    if mqtt.reconnect_min_s > mqtt.reconnect_max_s:
+        add("mqtt.reconnect_min_s", f"{mqtt.reconnect_min_s:g} s is longer than mqtt.reconnect_max_s "
+            f"({mqtt.reconnect_max_s:g} s)", also=["mqtt.reconnect_max_s"])
+    if not _TOPIC_LEVEL.match(mqtt.hermes_wakeword_id):
+        add("mqtt.hermes_wakeword_id", f"{mqtt.hermes_wakeword_id!r} cannot be an MQTT topic level")
     if mqtt.password is not None and mqtt.username is None:
         add("mqtt.password", "is set but mqtt.username is not", also=["mqtt.username"])
     tls = mqtt.tls

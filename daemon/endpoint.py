@@ -24,10 +24,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from daemon.config import Config
 
 __all__ = [
     "DEFAULT_LEAD_MS",
@@ -37,6 +40,7 @@ __all__ = [
     "EndpointPair",
     "EnergyVad",
     "PairEvent",
+    "endpoints_from_config",
 ]
 
 FRAME_MS = 10  # milliseconds per frame
@@ -79,9 +83,7 @@ class EndPointer:
         if min_speech_ms < 0:
             raise ValueError(f"min_speech_ms must not be negative, not {min_speech_ms}")
         if max_utterance_ms < frame_ms:
-            raise ValueError(
-                f"max_utterance_ms ({max_utterance_ms}) must be at least one frame ({frame_ms} ms)"
-            )
+            raise ValueError(f"max_utterance_ms ({max_utterance_ms}) must be at least one frame ({frame_ms} ms)")
         if no_speech_ms is not None and no_speech_ms < frame_ms:
             raise ValueError(f"no_speech_ms ({no_speech_ms}) must be at least one frame ({frame_ms} ms)")
         self.silence_ms = silence_ms
@@ -102,13 +104,14 @@ class EndPointer:
         no_speech_ms: int | None = None,
         frame_ms: int = FRAME_MS,
     ) -> EndPointer:
-        """The speculative end-pointer for a final one with these settings: ``silence_ms - lead_ms``."""
-        if lead_ms < 0 or silence_ms - lead_ms < frame_ms:
-            raise ValueError(
-                f"lead_ms ({lead_ms}) must be >= 0 and leave at least one frame of silence_ms ({silence_ms})"
-            )
+        """The speculative end-pointer for a final one with these settings: ``silence_ms - lead_ms``.
+
+        At least one frame of silence is always required (a lead as long as ``silence_ms`` is cut short).
+        """
+        if lead_ms < 0:
+            raise ValueError(f"lead_ms must not be negative, not {lead_ms}")
         return cls(
-            silence_ms - lead_ms,
+            max(silence_ms - lead_ms, frame_ms),
             min_speech_ms,
             max_utterance_ms,
             no_speech_ms=no_speech_ms,
@@ -183,9 +186,7 @@ class EndPointer:
         return self._event("end", reason)
 
     def _event(self, kind: Literal["end", "resume"], reason: EndReason | None) -> EndpointEvent:
-        return EndpointEvent(
-            kind, reason, self._frames, self.speech_ms, self.trailing_silence_ms, self.frame_ms
-        )
+        return EndpointEvent(kind, reason, self._frames, self.speech_ms, self.trailing_silence_ms, self.frame_ms)
 
 
 @dataclass(frozen=True)
@@ -288,3 +289,20 @@ class EnergyVad:
             self._hold -= 1
             return True
         return False
+
+
+def endpoints_from_config(config: Config) -> EndpointPair:
+    """The final and speculative end-pointers the configuration asks for (``endpoint:`` section).
+
+    ``endpoint.max_leading_silence_ms`` becomes ``no_speech_ms``; the utterance is cut at
+    ``recognizer.max_utterance_s``. With ``speculative_lead_ms: 0`` both fire on the same frame (the pipeline
+    then skips the speculative lattice).
+    """
+    e = config.endpoint
+    final = EndPointer(
+        e.final_silence_ms,
+        e.min_speech_ms,
+        round(config.recognizer.max_utterance_s * 1000),
+        no_speech_ms=e.max_leading_silence_ms,
+    )
+    return EndpointPair(final, lead_ms=e.speculative_lead_ms)

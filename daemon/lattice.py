@@ -469,9 +469,7 @@ class Lattice:
                 )
                 for a in d["arcs"]
             ),
-            nbest=tuple(
-                NBestEntry(e["text"], float(e["acoustic_score"]), float(e["bias_score"])) for e in d["nbest"]
-            ),
+            nbest=tuple(NBestEntry(e["text"], float(e["acoustic_score"]), float(e["bias_score"])) for e in d["nbest"]),
             models=dict(d["models"]),
             schema=d["schema"],
         )
@@ -507,8 +505,7 @@ class Lattice:
         ]
         lines += [f"I={n.id} t={n.time:.3f}" for n in self.nodes]
         lines += [
-            f"J={j} S={a.source} E={a.target} W={_slf_word(a.word)} "
-            f"a={a.acoustic_score:.6f} l={a.bias_score:.6f}"
+            f"J={j} S={a.source} E={a.target} W={_slf_word(a.word)} a={a.acoustic_score:.6f} l={a.bias_score:.6f}"
             for j, a in enumerate(self.arcs)
         ]
         return "\n".join(lines) + "\n"

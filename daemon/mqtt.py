@@ -11,10 +11,11 @@ How it behaves:
   running; :meth:`Publisher.status` says whether it is connected and how much is waiting.
 * Durable messages (lattices, wake, reset, result) go through the :class:`~daemon.outbox.Outbox`: they are
   appended (never blocking the pipeline), sent in order by the publisher's own outbox thread once
-  connected, QoS 1, and removed only when the broker's PUBACK arrives. Across a reconnect paho re-sends
-  what it had in flight and nothing new is sent until that is acknowledged, so order holds. Across a
-  restart everything not acknowledged is sent again: delivery is at least once, and each lattice carries
-  its utterance id, kind and seq so subscribers can drop duplicates.
+  connected (QoS 1 unless configured otherwise), and removed only when the broker acknowledges them
+  (PUBACK; for QoS 0, once written to the socket). Across a reconnect paho re-sends what it had in
+  flight and nothing new is sent until that is acknowledged, so order holds. Across a restart everything
+  not acknowledged is sent again: delivery is at least once, and each lattice carries its utterance id,
+  kind and seq so subscribers can drop duplicates.
 * Messages that are useless late (metrics, media/duck, Hermes) are sent only while connected and
   otherwise dropped and counted.
 * Status: the Last Will is a retained ``offline`` status; on every connection a retained ``online``
@@ -38,7 +39,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
@@ -61,6 +62,9 @@ from daemon.messages import (
 )
 from daemon.outbox import Outbox, OutboxMessage
 
+if TYPE_CHECKING:
+    from daemon.config import Config
+
 __all__ = [
     "DEFAULT_PREFIX",
     "HERMES_ASR_TEXT_CAPTURED",
@@ -70,6 +74,7 @@ __all__ = [
     "PublisherStatus",
     "Topics",
     "hermes_hotword_detected",
+    "settings_from_config",
 ]
 
 logger = logging.getLogger(__name__)
@@ -89,9 +94,12 @@ def _check_topic_part(what: str, value: str, *, allow_slash: bool) -> None:
     bad = {"+", "#", "\0"} | (set() if allow_slash else {"/"})
     if not value or any(c in value for c in bad) or value != value.strip() or "//" in value:
         allowed = "" if allow_slash else ", '/'"
-        raise MqttError(
-            f"MQTT {what} {value!r} must be non-empty without '+', '#'{allowed} or spaces at the ends"
-        )
+        raise MqttError(f"MQTT {what} {value!r} must be non-empty without '+', '#'{allowed} or spaces at the ends")
+
+
+def _check_publish_topic(topic: str) -> None:
+    if not topic or "+" in topic or "#" in topic or "\0" in topic:
+        raise ValueError(f"cannot publish on {topic!r}: a topic is non-empty, without '+', '#' or NUL")
 
 
 def hermes_hotword_detected(wakeword_id: str) -> str:
@@ -173,6 +181,7 @@ class MqttSettings:
     reconnect_min_s: float = 1.0  # first reconnect delay, seconds; doubles up to reconnect_max_s
     reconnect_max_s: float = 60.0
     max_inflight: int = 10  # outbox messages sent but not yet acknowledged
+    qos: int = 1  # QoS of lattices, wake, reset and result (metrics are always 0)
     hermes: bool = False  # also publish Hermes hotword/ASR messages
     hermes_wakeword_id: str = "default"
 
@@ -189,10 +198,43 @@ class MqttSettings:
             raise MqttError("MQTT password is set without username")
         if not 0 < self.reconnect_min_s <= self.reconnect_max_s:
             raise MqttError("MQTT reconnect delays must satisfy 0 < reconnect_min_s <= reconnect_max_s")
+        if self.qos not in (0, 1, 2):
+            raise MqttError(f"MQTT qos must be 0, 1 or 2, not {self.qos!r}")
         if self.max_inflight < 1:
             raise MqttError(f"MQTT max_inflight must be at least 1, not {self.max_inflight}")
         Topics(self.device_id, self.prefix)  # validates both
         hermes_hotword_detected(self.hermes_wakeword_id)
+
+
+def settings_from_config(config: Config) -> MqttSettings:
+    """The publisher's settings from the daemon configuration (``mqtt:`` section and ``device_id``)."""
+    m = config.mqtt
+
+    def path(p: object) -> str | None:
+        return None if p is None else str(p)
+
+    return MqttSettings(
+        device_id=config.device_id,
+        host=m.host,
+        port=m.port,
+        prefix=m.prefix,
+        protocol=m.protocol,
+        client_id=m.client_id,
+        username=m.username,
+        password=m.password,
+        tls=m.tls.enabled,
+        ca_certs=path(m.tls.ca),
+        certfile=path(m.tls.cert),
+        keyfile=path(m.tls.key),
+        tls_insecure=m.tls.insecure,
+        keepalive_s=m.keepalive_s,
+        reconnect_min_s=m.reconnect_min_s,
+        reconnect_max_s=m.reconnect_max_s,
+        max_inflight=m.max_inflight,
+        qos=m.qos,
+        hermes=m.hermes,
+        hermes_wakeword_id=m.hermes_wakeword_id,
+    )
 
 
 @dataclass(frozen=True)
@@ -235,7 +277,8 @@ class Publisher:
     """Publishes the device's messages; see the module docstring.
 
     ``on_bias_set(BiasSet)`` and ``on_result(Result)`` are called on paho's network thread.
-    ``monotonic`` is the clock used for uptime and for the re-send timeout (injectable for tests).
+    ``started_at`` is when the daemon started on the ``monotonic`` clock (default: now), for the uptime in the
+    status; ``monotonic`` is also used for the re-send timeout. The outbox stays the caller's to close.
     """
 
     def __init__(
@@ -247,6 +290,7 @@ class Publisher:
         on_bias_set: Callable[[BiasSet], None] | None = None,
         on_result: Callable[[Result], None] | None = None,
         version: str | None = None,
+        started_at: float | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
@@ -257,11 +301,12 @@ class Publisher:
         self._on_result = on_result
         self._version = version if version is not None else _harkd_version()
         self._monotonic = monotonic
-        self._started_at = monotonic()
+        self._started_at = monotonic() if started_at is None else started_at
 
         self._events: queue.SimpleQueue[_Event] = queue.SimpleQueue()
         self._changed = threading.Condition()  # guards the fields below; notified when they change
         self._connected = False
+        self._subscribed = False  # the inbound subscriptions of this connection are in place
         self._connections = 0
         self._last_error: str | None = None
         self._in_flight = 0
@@ -300,6 +345,7 @@ class Publisher:
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_subscribe = self._on_subscribe
         client.message_callback_add(self.topics.bias_set, self._on_bias_message)
         client.message_callback_add(self.topics.result, self._on_result_message)
         return client
@@ -368,9 +414,9 @@ class Publisher:
             )
 
     def wait_connected(self, timeout: float) -> bool:
-        """Block until connected (True) or ``timeout`` seconds pass (False). For start-up and tests."""
+        """Block until connected and subscribed to the inbound topics (True) or ``timeout`` passes (False)."""
         with self._changed:
-            return self._changed.wait_for(lambda: self._connected, timeout)
+            return self._changed.wait_for(lambda: self._connected and self._subscribed, timeout)
 
     def wait_idle(self, timeout: float) -> bool:
         """Block until the outbox is empty and nothing is in flight (True) or ``timeout`` passes (False)."""
@@ -393,31 +439,30 @@ class Publisher:
     # -- publishing ---------------------------------------------------------------------------------------
 
     def publish(
-        self,
-        topic: str,
-        payload: bytes,
-        *,
-        qos: int = 1,
-        retain: bool = False,
-        durable: bool = True,
-        droppable: bool = False,
-    ) -> int | None:
-        """Send a message. Durable: queued in the outbox, returns its id. Otherwise sent only if connected.
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False, droppable: bool = False
+    ) -> int:
+        """Queue any message in the outbox (sent in order, kept until acknowledged); returns its outbox id.
 
-        ``droppable`` durable messages are the first to go when the outbox is full.
+        ``droppable`` messages are the first to go when the outbox is full.
         """
-        if durable:
-            message_id = self.outbox.append(topic, payload, qos=qos, retain=retain, droppable=droppable)
-            self._events.put(_Event("wake"))
-            return message_id
-        self._send_now(topic, payload, qos=qos, retain=retain)
-        return None
+        _check_publish_topic(topic)
+        message_id = self.outbox.append(topic, payload, qos=qos, retain=retain, droppable=droppable)
+        self._events.put(_Event("wake"))
+        return message_id
+
+    def send_now(self, topic: str, payload: bytes, *, qos: int = 0, retain: bool = False) -> bool:
+        """Send a message only if connected, bypassing the outbox; False (and counted) if it was not sent."""
+        _check_publish_topic(topic)
+        return self._send_now(topic, payload, qos=qos, retain=retain)
 
     def publish_lattice(self, lattice: Lattice) -> int:
-        """Queue a lattice (QoS 1, droppable when the outbox is full); Hermes textCaptured for final ones."""
+        """Queue a lattice (droppable when the outbox is full); returns its outbox id.
+
+        With Hermes on, a final lattice also sends ``hermes/asr/textCaptured`` (best text, its share of the
+        n-best probability as ``likelihood``, duration as ``seconds``).
+        """
         self._check_device(lattice.device_id, "lattice")
-        message_id = self.outbox.append(self.topics.lattice, lattice.to_json(), qos=1, droppable=True)
-        self._events.put(_Event("wake"))
+        message_id = self.publish(self.topics.lattice, lattice.to_json(), qos=self.settings.qos, droppable=True)
         if self.settings.hermes and lattice.kind == "final":
             best = lattice.best
             captured = {
@@ -465,15 +510,12 @@ class Publisher:
         return self._send_now(self.topics.metrics, encode(metrics), qos=0)
 
     def _queue(self, topic: str, payload: bytes) -> int:
-        message_id = self.outbox.append(topic, payload, qos=1, droppable=False)
-        self._events.put(_Event("wake"))
-        return message_id
+        return self.publish(topic, payload, qos=self.settings.qos, droppable=False)
 
     def _check_device(self, device_id: str, what: str) -> None:
         if device_id != self.settings.device_id:
             raise ValueError(
-                f"{what} message for device {device_id!r} given to the publisher of "
-                f"{self.settings.device_id!r}"
+                f"{what} message for device {device_id!r} given to the publisher of {self.settings.device_id!r}"
             )
 
     def _send_now(self, topic: str, payload: bytes, *, qos: int, retain: bool = False) -> bool:
@@ -487,9 +529,7 @@ class Publisher:
         return False
 
     def _publish_status_online(self) -> None:
-        online = Status(
-            self.settings.device_id, "online", self._version, self._models, round(self.uptime_s, 3)
-        )
+        online = Status(self.settings.device_id, "online", self._version, self._models, round(self.uptime_s, 3))
         self._client.publish(self.topics.status, encode(online), qos=1, retain=True)
 
     # -- the outbox thread ------------------------------------------------------------------------------
@@ -530,9 +570,7 @@ class Publisher:
                 if not any(m.qos > 0 for m in in_flight.values()):
                     resync_deadline = None
                 elif self._monotonic() > resync_deadline:
-                    logger.warning(
-                        "MQTT: %d re-sent message(s) still unacknowledged; going on", len(in_flight)
-                    )
+                    logger.warning("MQTT: %d re-sent message(s) still unacknowledged; going on", len(in_flight))
                     resync_deadline = None
             if connected and resync_deadline is None:
                 try:
@@ -551,9 +589,7 @@ class Publisher:
         if event.reason is not None and event.reason.is_failure:
             with self._changed:
                 self._rejected += 1
-            logger.error(
-                "MQTT: broker refused message %d on %s (%s); dropped", message.id, message.topic, event.reason
-            )
+            logger.error("MQTT: broker refused message %d on %s (%s); dropped", message.id, message.topic, event.reason)
 
     def _fill(self, in_flight: dict[int, OutboxMessage], retry: list[OutboxMessage], last_handed: int) -> int:
         """Hand messages to paho until the window is full; returns the new ``last_handed``."""
@@ -566,17 +602,13 @@ class Publisher:
             queued += self.outbox.pending(after_id=last_handed, limit=room - len(queued))
         for i, message in enumerate(queued):
             try:
-                info = self._client.publish(
-                    message.topic, message.payload, qos=message.qos, retain=message.retain
-                )
+                info = self._client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain)
             except ValueError as exc:  # paho refuses the topic or payload: it can never be sent
                 self.outbox.remove(message.id)
                 last_handed = max(last_handed, message.id)
                 with self._changed:
                     self._rejected += 1
-                logger.error(
-                    "MQTT: cannot send message %d on %r (%s); dropped", message.id, message.topic, exc
-                )
+                logger.error("MQTT: cannot send message %d on %r (%s); dropped", message.id, message.topic, exc)
                 continue
             if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS or (
                 message.qos > 0 and info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN  # paho keeps it and re-sends
@@ -638,14 +670,34 @@ class Publisher:
     ) -> None:
         was_connected = False
         with self._changed:
-            was_connected, self._connected = self._connected, False
-            if reason.is_failure:
+            was_connected, self._connected, self._subscribed = self._connected, False, False
+            if reason.is_failure and was_connected:  # else on_connect/on_connect_fail said why already
                 self._last_error = f"disconnected: {reason}"
             self._changed.notify_all()
         if was_connected:
             log = logger.warning if reason.is_failure else logger.info
             log("MQTT: disconnected from %s:%d (%s)", self.settings.host, self.settings.port, reason)
             self._events.put(_Event("disconnected"))
+
+    def _on_subscribe(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        mid: int,
+        reasons: list[ReasonCode],
+        properties: paho.Properties | None,
+    ) -> None:
+        refused = [str(r) for r in reasons if r.is_failure]
+        if refused:
+            logger.error(
+                "MQTT: broker refused the subscription to %s / %s: %s",
+                self.topics.bias_set,
+                self.topics.result,
+                ", ".join(refused),
+            )
+        with self._changed:
+            self._subscribed = True
+            self._changed.notify_all()
 
     def _on_publish(
         self,
@@ -664,9 +716,7 @@ class Publisher:
     def _on_result_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         self._inbound(message, Result, self._on_result)
 
-    def _inbound(
-        self, message: paho.MQTTMessage, cls: type[Any], callback: Callable[[Any], None] | None
-    ) -> None:
+    def _inbound(self, message: paho.MQTTMessage, cls: type[Any], callback: Callable[[Any], None] | None) -> None:
         if not message.payload:
             logger.info("MQTT: empty message on %s (a cleared retained message); ignored", message.topic)
             return

@@ -11,8 +11,8 @@ deleted until the new one fits; only if no droppable message is left are the old
 drop is counted (persistently, :attr:`Outbox.dropped`) and logged as a warning. Appending never blocks
 on the network and never fails because the outbox is full.
 
-Safe across threads (the pipeline thread appends while paho's network thread acknowledges): one SQLite
-connection in WAL mode guarded by a lock. ``synchronous=NORMAL``: a commit survives the process being
+Safe across threads (the pipeline thread appends while the publisher's outbox thread sends and removes):
+one SQLite connection in WAL mode guarded by a lock. ``synchronous=NORMAL``: a commit survives the process being
 killed; after a power cut the last commits may be lost, which spares the SD card a sync per message.
 """
 
@@ -24,9 +24,12 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_MESSAGES", "Outbox", "OutboxError", "OutboxMessage"]
+if TYPE_CHECKING:
+    from daemon.config import Config
+
+__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_MESSAGES", "Outbox", "OutboxError", "OutboxMessage", "open_outbox"]
 
 logger = logging.getLogger(__name__)
 
@@ -113,9 +116,7 @@ class Outbox:
 
     # -- writing ----------------------------------------------------------------------------------------
 
-    def append(
-        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False, droppable: bool = True
-    ) -> int:
+    def append(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False, droppable: bool = True) -> int:
         """Queue a message; returns its id. Drops the oldest messages if full (see the module docstring)."""
         if qos not in (0, 1, 2):
             raise ValueError(f"qos must be 0, 1 or 2, not {qos!r}")
@@ -129,8 +130,7 @@ class Outbox:
                 dropped_now = 0
                 while count + 1 > self.max_messages or total + size > self.max_bytes:
                     victim = (
-                        self._db.execute(_SQL_OLDEST_DROPPABLE).fetchone()
-                        or self._db.execute(_SQL_OLDEST).fetchone()
+                        self._db.execute(_SQL_OLDEST_DROPPABLE).fetchone() or self._db.execute(_SQL_OLDEST).fetchone()
                     )
                     self._db.execute("DELETE FROM messages WHERE id = ?", (victim[0],))
                     count, total, dropped_now = count - 1, total - victim[2], dropped_now + 1
@@ -227,3 +227,10 @@ class Outbox:
                 self._db.execute("ROLLBACK")
         except sqlite3.Error:
             logger.exception("outbox %s: rollback failed", self.path)
+
+
+def open_outbox(config: Config) -> Outbox:
+    """The outbox the configuration asks for (``mqtt.outbox``; default ``<state_dir>/outbox.db``)."""
+    settings = config.mqtt.outbox
+    path = settings.path if settings.path is not None else config.state_dir / "outbox.db"
+    return Outbox(path, max_messages=settings.max_messages, max_bytes=settings.max_bytes)

@@ -17,6 +17,8 @@ Choices made here (documented because a reference transcript must follow them to
 * Times: ``7:30`` -> ``seven thirty``, ``7:05`` -> ``seven oh five``, ``7:00`` -> ``seven o'clock``;
   with a meridiem the letters are spoken: ``7:00 am`` and ``7am`` -> ``seven a m``, ``7:30 p.m.`` ->
   ``seven thirty p m`` (and ``7.30pm`` is a time too). The words "am"/"pm" are only touched after a number.
+  24-hour times keep their hour: ``19:45`` -> ``nineteen forty five``. Years are plain cardinals
+  (``2024`` -> ``two thousand twenty four``); without a colon or meridiem ``7.30`` is a decimal.
 * Ordinals: ``3rd`` -> ``third``, ``21st`` -> ``twenty first``.
 * ``½`` and ``1/2`` -> ``one half``, ``¾`` -> ``three quarters`` (halves and quarters only).
 * ``50%`` -> ``fifty percent``; ``21°`` -> ``twenty one degrees`` (``°C``/``°F`` add ``celsius``/

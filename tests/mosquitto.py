@@ -15,13 +15,16 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 MOSQUITTO = shutil.which("mosquitto") or next(
     (p for p in ("/usr/sbin/mosquitto", "/usr/bin/mosquitto") if os.path.exists(p)), None
@@ -49,17 +52,29 @@ class Mosquitto:
 
     host = "127.0.0.1"
 
-    def __init__(self, directory: Path, port: int | None = None, *, persistence: bool = False) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        port: int | None = None,
+        *,
+        persistence: bool = False,
+        listener_options: Sequence[str] = (),
+        allow_anonymous: bool = True,
+    ) -> None:
+        """``listener_options``: config lines for the listener (TLS files, ``password_file`` ...)."""
         if MOSQUITTO is None:
             raise FileNotFoundError("mosquitto is not installed (apt-get install mosquitto)")
+        self.executable: str = MOSQUITTO
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.config = directory / "mosquitto.conf"
         self.log = directory / "mosquitto.log"
         lines = [
+            "per_listener_settings true",
             f"listener {self.port} {self.host}",
-            "allow_anonymous true",
+            *listener_options,
+            f"allow_anonymous {'true' if allow_anonymous else 'false'}",
             f"persistence {'true' if persistence else 'false'}",
             f"persistence_location {directory}/",
             f"pid_file {directory}/mosquitto.pid",
@@ -81,7 +96,7 @@ class Mosquitto:
         if self.running:
             return
         with self.log.open("ab") as log:
-            self._process = subprocess.Popen([MOSQUITTO, "-c", str(self.config)], stdout=log, stderr=log)
+            self._process = subprocess.Popen([self.executable, "-c", str(self.config)], stdout=log, stderr=log)
         deadline = time.monotonic() + timeout
         while not _accepts(self.host, self.port):
             if self._process.poll() is not None:
@@ -95,12 +110,22 @@ class Mosquitto:
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return
+        process.send_signal(signal.SIGCONT)  # in case it was paused
         process.send_signal(signal.SIGTERM)
         try:
             process.wait(timeout)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout)
+
+    def pause(self) -> None:
+        """Freeze the broker (SIGSTOP): connections stay open but nothing is answered."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self._process is not None:
+            self._process.send_signal(signal.SIGCONT)
 
     def restart(self) -> None:
         self.stop()
@@ -125,9 +150,16 @@ class Received:
 
 
 class Collector:
-    """A paho client subscribed to ``topics``; received messages wait in :attr:`messages`."""
+    """A paho client subscribed to ``topics``; received messages wait in :attr:`messages`.
 
-    def __init__(self, broker: Mosquitto, topics: list[str], *, protocol: str = "5") -> None:
+    With ``persistent_session`` the broker keeps the subscription and queues QoS 1 messages while the
+    collector is away (across a broker restart too, when the broker has persistence on), and the
+    collector reconnects quickly by itself: messages published during an outage are not missed.
+    """
+
+    def __init__(
+        self, broker: Mosquitto, topics: list[str], *, protocol: str = "5", persistent_session: bool = False
+    ) -> None:
         self.messages: queue.Queue[Received] = queue.Queue()
         self._subscribed = threading.Event()
         v5 = protocol == "5"
@@ -135,12 +167,25 @@ class Collector:
             CallbackAPIVersion.VERSION2,
             client_id=f"collector-{id(self)}",
             protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
+            clean_session=None if v5 else not persistent_session,
         )
         self._topics = topics
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
-        self.client.connect(broker.host, broker.port, keepalive=30)
+        self.client.reconnect_delay_set(cast(int, 0.1), cast(int, 0.5))  # paho computes with floats
+        if v5:
+            properties = Properties(PacketTypes.CONNECT)
+            properties.SessionExpiryInterval = 3600 if persistent_session else 0
+            self.client.connect(
+                broker.host,
+                broker.port,
+                keepalive=30,
+                clean_start=not persistent_session,
+                properties=properties,
+            )
+        else:
+            self.client.connect(broker.host, broker.port, keepalive=30)
         self.client.loop_start()
         if not self._subscribed.wait(10):
             self.close()

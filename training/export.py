@@ -21,7 +21,7 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -92,14 +92,18 @@ def feature_chunks(feats: np.ndarray, cfg: ModelConfig, pad_value: np.ndarray) -
         yield chunk[None]
 
 
+def feature_mean(model: Transducer) -> np.ndarray:
+    """The encoder's feature mean (n_mels,): the value that pads a last partial chunk."""
+    mean = cast(torch.Tensor, model.encoder.feat_mean)  # a registered buffer
+    return mean.detach().cpu().numpy().astype(np.float32)
+
+
 # step(token, h, c) -> (pred (joint_dim,), h, c); joint(enc (joint_dim,), pred (joint_dim,)) -> logits
 PredictorStep = Callable[[int, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 JointFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
-def greedy_decode(
-    enc: np.ndarray, step: PredictorStep, joint: JointFn, pred_dim: int
-) -> tuple[int, ...]:
+def greedy_decode(enc: np.ndarray, step: PredictorStep, joint: JointFn, pred_dim: int) -> tuple[int, ...]:
     """Greedy RNN-T decoding of encoder frames (T, joint_dim); blank is token 0."""
     h = np.zeros(pred_dim, dtype=np.float32)
     c = np.zeros(pred_dim, dtype=np.float32)
@@ -125,7 +129,7 @@ class Reference:
 
 def _float_encode(model: Transducer, feats: np.ndarray) -> np.ndarray:
     encoder = model.encoder
-    pad = encoder.feat_mean.detach().cpu().numpy()
+    pad = feature_mean(model)
     state = encoder.initial_state(1)
     frames = []
     with torch.no_grad():
@@ -197,7 +201,7 @@ class TfliteGraphs:
 
 def tflite_reference(graphs: TfliteGraphs, model: Transducer, feats: np.ndarray) -> Reference:
     """Like :func:`float_reference`, through the exported graphs (``model`` gives config and feature mean)."""
-    feat_mean = model.encoder.feat_mean.detach().cpu().numpy()
+    feat_mean = feature_mean(model)
     enc = graphs.encode(feats, model.cfg, feat_mean)
     tokens = greedy_decode(enc, graphs.step, graphs.joint, model.cfg.pred_dim)
     return Reference(enc=enc, tokens=tokens)
@@ -230,7 +234,7 @@ def _calibration_data(
     max_joiner_batches: int,
 ) -> _Calibration:
     cfg = model.cfg
-    pad = model.encoder.feat_mean.detach().cpu().numpy()
+    pad = feature_mean(model)
     encoder_inputs: list[dict[str, torch.Tensor]] = []
     predictor_inputs: list[dict[str, torch.Tensor]] = []
     pairs: list[tuple[np.ndarray, np.ndarray]] = []
@@ -256,7 +260,7 @@ def _calibration_data(
                 predictor_inputs.append({"token": token_t, "h": h, "c": c})
                 pred, h, c = model.predictor.step(token_t, h, c)
                 preds.append(pred[0].numpy())
-            # Pair each frame with the predictor outputs near a linear alignment: roughly what decoding visits.
+            # Pair each frame with predictor outputs near a linear alignment (what decoding roughly visits).
             n_pred = len(preds)
             for t, frame in enumerate(enc_np):
                 u = round(t * (n_pred - 1) / max(len(enc_np) - 1, 1))
@@ -326,11 +330,12 @@ def _convert_static_int8(
         pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True)
     )
     exported = torch.export.export(module.eval(), (), sample, dynamic_shapes=dynamic_shapes).module()
-    prepared = prepare_pt2e(exported, quantizer)  # type: ignore[arg-type]
+    prepared = prepare_pt2e(exported, quantizer)
     with torch.no_grad():
         for inputs in calibration:
             prepared(**inputs)
     quantized = move_exported_model_to_eval(convert_pt2e(prepared, fold_quantize=False))
+    quantized.training = False  # the flag the converter checks; the graph itself is already in eval form
     with _strict_qdq_conversion():
         edge = litert_torch.convert(
             quantized,
@@ -358,8 +363,8 @@ def export_tflite(
     """Write ``encoder.tflite``, ``predictor.tflite`` and ``joiner.tflite`` (static int8) to ``out_dir``.
 
     ``calibration_feats``: log-mel features (T, n_mels) of real utterances (a few dozen suffice).
-    ``calibration_tokens``: their token sequences (without blanks), one per utterance; when left out, the float
-    model's greedy transcripts are used. The ``max_*`` limits spread calibration evenly over the data.
+    ``calibration_tokens``: their token sequences (without blanks), one per utterance; when left out, the
+    float model's greedy transcripts are used. The ``max_*`` limits spread calibration evenly over the data.
     Returns the paths by graph name: ``encoder``, ``predictor``, ``joiner``.
     """
     if not calibration_feats:
@@ -372,7 +377,12 @@ def export_tflite(
     model.eval()
     out_dir.mkdir(parents=True, exist_ok=True)
     calibration = _calibration_data(
-        model, calibration_feats, calibration_tokens, max_encoder_chunks, max_predictor_steps, max_joiner_batches
+        model,
+        calibration_feats,
+        calibration_tokens,
+        max_encoder_chunks,
+        max_predictor_steps,
+        max_joiner_batches,
     )
     encoder_sample = {
         "feats": torch.zeros(1, cfg.chunk_features, cfg.n_mels),
@@ -476,7 +486,8 @@ def count_zero_weights(tflite_path: Path) -> tuple[int, int]:
         if np.all(weight.zero_points == 0):
             zeros += int(np.count_nonzero(weight.values == 0))
             continue
-        logger.warning("%s: %s has non-zero zero points", tflite_path.name, weight.name)
+        # An asymmetric constant: a quantized activation-side constant such as the feature normaliser.
+        logger.debug("%s: %s has non-zero zero points", tflite_path.name, weight.name)
         if weight.zero_points.size == 1:
             zeros += int(np.count_nonzero(weight.values == weight.zero_points[0]))
         else:

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from daemon.frontend import SAMPLE_RATE, Frontend, FrontendConfig
 from daemon.modelcard import ModelCard, sha256_file
-from daemon.recognizer import DecodeConfig, Recognizer, TransducerBackend, transcribe_samples
+from daemon.recognizer import DecodeConfig, Recognizer, transcribe_samples
 from daemon.tflite import ENCODER_FILE, JOINER_FILE, PREDICTOR_FILE
 from daemon.tflite_transducer import TfliteTransducer
 from training.features import FeatureShard
@@ -114,10 +114,10 @@ def export_model(ctx: Any) -> None:
     }
     (out / "parity.json").write_text(json.dumps(report, indent=2) + "\n")
     log.info("parity: %s", report)
-    float_wer = report["float"]["wer_percent"]
-    int8_wer = report["int8"]["wer_percent"]
-    if isinstance(float_wer, float) and isinstance(int8_wer, float) and int8_wer > float_wer + 5.0:
-        raise RuntimeError(f"int8 export lost too much accuracy: WER {int8_wer}% vs float {float_wer}%")
+    float_wer = boards["float"].scores[("all", "all")].wer * 100
+    int8_wer = boards["int8"].scores[("all", "all")].wer * 100
+    if int8_wer > float_wer + 5.0:
+        raise RuntimeError(f"int8 export lost too much accuracy: WER {int8_wer:.1f}% vs float {float_wer:.1f}%")
 
 
 # -- 7 evaluate ------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ class FeatureShard:
         return np.diff(self.feat_offsets)
 
     @classmethod
-    def build(cls, items: Sequence[tuple[np.ndarray, Sequence[int]]]) -> FeatureShard:
+    def build(cls, items: Sequence[tuple[np.ndarray, Sequence[int] | np.ndarray]]) -> FeatureShard:
         feats = [np.asarray(f, dtype=np.float16) for f, _ in items]
         toks = [np.asarray(t, dtype=np.int16) for _, t in items]
         return cls(

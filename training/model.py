@@ -15,6 +15,7 @@ Joiner: tanh(encoder + predictor) -> linear to the vocabulary (blank = 0).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -81,6 +82,9 @@ def stack_frames(x: torch.Tensor, k: int) -> torch.Tensor:
 
 
 class Encoder(nn.Module):
+    feat_mean: torch.Tensor  # (n_mels,) buffer set from the training data
+    feat_inv_std: torch.Tensor  # (n_mels,)
+
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -132,10 +136,11 @@ class Predictor(nn.Module):
         token: (N,) int; h, c: (N, pred_dim). Returns (out (N, joint_dim), h, c).
         """
         x = self.embed(token)
-        gates = (
-            F.linear(x, self.lstm.weight_ih_l0, self.lstm.bias_ih_l0)
-            + F.linear(h, self.lstm.weight_hh_l0, self.lstm.bias_hh_l0)
+        w_ih, b_ih, w_hh, b_hh = (
+            cast(torch.Tensor, getattr(self.lstm, name))
+            for name in ("weight_ih_l0", "bias_ih_l0", "weight_hh_l0", "bias_hh_l0")
         )
+        gates = F.linear(x, w_ih, b_ih) + F.linear(h, w_hh, b_hh)
         i, f, g, o = gates.chunk(4, dim=-1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(c)

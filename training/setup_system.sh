@@ -11,10 +11,11 @@
 # /etc/apt/sources.list.d/harkd-contrib.list, pointing at the mirror the machine already uses.
 #
 # Licences (checked against the Debian packages' copyright files):
-#   main:      espeak-ng (GPL-3+), mbrola (the synthesiser, AGPL-3), flite (BSD-like), festival (BSD-like),
+#   main:      espeak-ng (GPL-3+), flite (BSD-like), festival (BSD-like),
 #              festvox-kallpc16k / -rablpc16k / -kdlpc16k / -us-slt-hts ... (free), sox (GPL/LGPL),
 #              hedgewars-data (music: GPL/CC-BY-SA, see the package), asterisk-moh-opsound-wav (CC-BY-SA-3.0)
-#   contrib:   festvox-us1/us2/us3/en1 (free glue that needs the non-free mbrola voice databases)
+#   contrib:   mbrola (the synthesiser, AGPL-3, in contrib because its voices are non-free),
+#              festvox-us1/us2/us3/en1 (free glue that needs the non-free mbrola voice databases)
 #   non-free:  mbrola-* voice databases (non-commercial, no modification), libttspico* (svox pico)
 # The non-free voices are only used to synthesise training data on the build machine; none of them is
 # shipped with harkd. Check the licences again before publishing a data set synthesised with them.
@@ -134,8 +135,8 @@ WANTED=(
     # the voice's accent through espeak-ng's mb-*-en voices: mb-de1-en ... mb-sw2-en).
     espeak-ng mbrola
     mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1
-    mbrola-de1 mbrola-de2 mbrola-de3 mbrola-de4 mbrola-de5 mbrola-de6 mbrola-de7
-    mbrola-fr1 mbrola-fr4 mbrola-cz2 mbrola-hu1 mbrola-nl2 mbrola-pl1 mbrola-sw1 mbrola-sw2
+    mbrola-af1 mbrola-de1 mbrola-de2 mbrola-de3 mbrola-de4 mbrola-de5 mbrola-de6 mbrola-fr1 mbrola-fr4
+    mbrola-gr2 mbrola-hu1 mbrola-nl2 mbrola-pl1 mbrola-ro1 mbrola-sw1 mbrola-sw2
     # flite (voices are built in) and festival with English voices.
     flite festival
     festvox-kallpc16k festvox-rablpc16k festvox-kdlpc16k festvox-ellpc11k festvox-don

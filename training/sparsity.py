@@ -44,7 +44,7 @@ class GradualPruner:
         target = schedule(progress, self.final_sparsity, self.begin, self.end)
         if target > self.current:
             for name, p in self.params.items():
-                k = int(round(target * p.numel()))
+                k = round(target * p.numel())
                 if k == 0:
                     continue
                 threshold = p.abs().flatten().kthvalue(k).values

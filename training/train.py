@@ -65,8 +65,9 @@ def spec_augment(batch: Batch, cfg: TrainConfig, subsampling: int, rng: np.rando
 
 def set_feature_stats(model: Transducer, shard: FeatureShard) -> None:
     sample = shard.feats[:: max(1, len(shard.feats) // 200000)].astype(np.float32)
-    model.encoder.feat_mean.copy_(torch.from_numpy(sample.mean(axis=0)))
-    model.encoder.feat_inv_std.copy_(torch.from_numpy(1.0 / (sample.std(axis=0) + 1e-3)))
+    with torch.no_grad():
+        model.encoder.feat_mean.copy_(torch.from_numpy(sample.mean(axis=0)))
+        model.encoder.feat_inv_std.copy_(torch.from_numpy(1.0 / (sample.std(axis=0) + 1e-3)))
 
 
 def learning_rate(cfg: TrainConfig, progress: float) -> float:

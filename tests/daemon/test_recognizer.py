@@ -1,0 +1,92 @@
+"""Beam search logic, driven by a scripted backend whose joiner favours a known label sequence."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from daemon.frontend import Frontend
+from daemon.recognizer import DecodeConfig, Recognizer, TransducerBackend
+from daemon.textnorm import ALPHABET
+from daemon.tokens import TokenTable
+
+TOKENS = TokenTable.from_alphabet(ALPHABET)
+
+
+class ScriptedBackend:
+    """Frame t emits ``script[t]`` (labels, then blank). The predictor output encodes how many labels the
+    hypothesis has, so the joiner knows which label comes next; a wrong prefix gets no support."""
+
+    chunk_features = 6
+    frame_shift_s = 0.06
+
+    def __init__(self, script: list[list[int]]) -> None:
+        self.script = script
+        self.frame = -1
+
+    def initial_encoder_state(self) -> np.ndarray:
+        return np.zeros(1, dtype=np.float32)
+
+    def encode(self, feats: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.frame += 1
+        return np.array([[float(self.frame)]], dtype=np.float32), state
+
+    def initial_predictor_state(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.zeros(1, dtype=np.float32), np.zeros(1, dtype=np.float32)
+
+    def predict(self, token: int, h: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, ...]:
+        emitted = h + (token != 0)
+        return np.concatenate([emitted, c]), emitted, c
+
+    def join(self, enc: np.ndarray, preds: np.ndarray) -> np.ndarray:
+        frame = int(enc[0])
+        labels_before = sum(len(s) for s in self.script[:frame])
+        logits = np.full((len(preds), len(TOKENS)), -8.0, dtype=np.float32)
+        for i, pred in enumerate(preds):
+            done = int(pred[0]) - labels_before
+            todo = self.script[frame] if frame < len(self.script) else []
+            if 0 <= done < len(todo):
+                logits[i, todo[done]] = 8.0
+            else:
+                logits[i, 0] = 8.0
+        return logits
+
+
+def _recognizer(script: list[list[int]], beam: int = 4) -> Recognizer:
+    backend: TransducerBackend = ScriptedBackend(script)
+    return Recognizer(backend, TOKENS, Frontend(), DecodeConfig(beam=beam, max_symbols=3))
+
+
+def test_decodes_the_scripted_words_with_frame_times() -> None:
+    text = "hi bo"
+    ids = TOKENS.encode(text)
+    script = [[ids[0], ids[1]], [ids[2]], [], [ids[3], ids[4]], []]
+    stream = _recognizer(script).stream()
+    stream.accept_features(np.zeros((6 * len(script), 40), dtype=np.float32))
+    stream.finalize()
+    best = stream.nbest()[0]
+    assert best.text == text
+    assert best.token_frames == (0, 0, 1, 3, 3)
+    assert best.bias_score == 0.0
+    assert best.acoustic_score > -0.1  # every step was near-certain
+    assert stream.frames_decoded == len(script)
+
+
+def test_more_labels_than_max_symbols_in_one_frame_cannot_all_be_emitted() -> None:
+    ids = TOKENS.encode("abcde")
+    stream = _recognizer([ids, []]).stream()
+    stream.accept_features(np.zeros((12, 40), dtype=np.float32))
+    stream.finalize()
+    assert len(stream.nbest()[0].tokens) <= 3 + 3  # at most max_symbols per frame over two frames
+    assert stream.nbest()[0].text != "abcde"
+
+
+def test_nbest_is_sorted_and_distinct() -> None:
+    ids = TOKENS.encode("ok")
+    stream = _recognizer([[ids[0]], [ids[1]], []], beam=4).stream()
+    stream.accept_features(np.zeros((18, 40), dtype=np.float32))
+    stream.finalize()
+    hyps = stream.nbest()
+    scores = [h.score for h in hyps]
+    assert scores == sorted(scores, reverse=True)
+    assert len({h.tokens for h in hyps}) == len(hyps)
+    assert hyps[0].text == "ok"
