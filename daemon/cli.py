@@ -15,6 +15,8 @@ COMMAND_MODULES = (
     "daemon.commands.lattice_export",
     "daemon.commands.check_config",
     "daemon.commands.devices",
+    "daemon.commands.run",
+    "daemon.commands.contacts",
 )
 
 

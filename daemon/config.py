@@ -83,6 +83,10 @@ class AudioConfig:
 
 @dataclass(frozen=True)
 class WakeConfig:
+    engine: Literal["vad"] = "vad"  # what starts an utterance. "vad": speech onset heard by the energy voice
+    # activity detector (daemon.trigger.VadTrigger), the mode used until a wake-word model ships
+    pre_roll_ms: int = _spec(300, lo=0, hi=1000, unit="milliseconds")  # audio from before the trigger
+    # point fed to the recogniser first, so the start of the first word is not cut off
     model: str = "wake"  # name of a shipped model, looked up by daemon.paths.default_model_dir
     model_dir: Path | None = None  # explicit model directory (model card inside); None: found from ``model``
     threshold: float = _spec(0.5, lo=0.01, hi=0.99, unit="probability")  # smoothed score that fires the

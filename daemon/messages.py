@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol, TypeVar
@@ -23,7 +23,7 @@ import jsonschema
 
 __all__ = [
     "SCHEMA_DIR",
-    "BiasPhrase",
+    "BiasEntry",
     "BiasSet",
     "MediaDuck",
     "Metrics",
@@ -281,38 +281,73 @@ class Result:
 
 
 @dataclass(frozen=True)
-class BiasPhrase:
-    text: str
-    boost: float | None = None  # log-score bonus per token; None: the recogniser's default
-    category: str | None = None  # e.g. "contact", "appliance"
+class BiasEntry:
+    """One name in a bias list: written as a plain string, or as ``{"name": ..., "boost": ...}``."""
 
-    def to_dict(self) -> dict[str, Any]:
-        _check_finite("bias phrase", boost=self.boost)
-        return _optional({"text": self.text}, boost=self.boost, category=self.category)
+    name: str  # as the user wrote it; the recogniser normalises it (daemon.textnorm)
+    boost: float | None = None  # log-score bonus per matched token; None: the configured default
+
+    def to_json(self) -> str | dict[str, Any]:
+        """The plain name when there is no boost, else an object."""
+        _check_finite("bias entry", boost=self.boost)
+        return self.name if self.boost is None else {"name": self.name, "boost": self.boost}
+
+    @classmethod
+    def from_json(cls, item: str | Mapping[str, Any]) -> BiasEntry:
+        if isinstance(item, str):
+            return cls(item)
+        boost = item.get("boost")
+        return cls(item["name"], None if boost is None else float(boost))
 
 
 @dataclass(frozen=True)
 class BiasSet:
-    """The bias list document received on ``bias/set``; a new one replaces the previous one."""
+    """The bias list document: taken on ``bias/set``, from the state directory, and by ``--bias FILE``.
+
+    ``{"contacts": [...], "appliances": [...]}`` where each entry is a name or ``{"name", "boost"}``;
+    ``schema`` and ``version`` are optional. A new document replaces the previous one whole.
+    """
 
     SCHEMA_NAME: ClassVar[str] = "bias_set"
     SCHEMA_ID: ClassVar[str] = "harkd.bias/1"
 
-    version: str
-    phrases: tuple[BiasPhrase, ...]
+    contacts: tuple[BiasEntry, ...] = ()
+    appliances: tuple[BiasEntry, ...] = ()
+    version: str | None = None  # opaque version of the list (e.g. a hash), logged when applied
+
+    @classmethod
+    def of(cls, contacts: Iterable[str | BiasEntry] = (), appliances: Iterable[str | BiasEntry] = (),
+           version: str | None = None) -> BiasSet:
+        """Build from names or entries: ``BiasSet.of(["Siobhan Okafor"], ["aquarium pump"])``."""
+
+        def entries(items: Iterable[str | BiasEntry]) -> tuple[BiasEntry, ...]:
+            return tuple(i if isinstance(i, BiasEntry) else BiasEntry(i) for i in items)
+
+        return cls(entries(contacts), entries(appliances), version)
+
+    @property
+    def phrases(self) -> tuple[BiasEntry, ...]:
+        """Every entry, contacts first."""
+        return self.contacts + self.appliances
 
     def to_dict(self) -> dict[str, Any]:
-        phrases = [p.to_dict() for p in self.phrases]
-        return {"schema": self.SCHEMA_ID, "version": self.version, "phrases": phrases}
+        return _optional(
+            {
+                "schema": self.SCHEMA_ID,
+                "contacts": [e.to_json() for e in self.contacts],
+                "appliances": [e.to_json() for e in self.appliances],
+            },
+            version=self.version,
+        )
 
     @classmethod
     def from_dict(cls, document: object) -> BiasSet:
         d = _as_mapping(cls.SCHEMA_NAME, document)
-        phrases = tuple(
-            BiasPhrase(p["text"], None if p.get("boost") is None else float(p["boost"]), p.get("category"))
-            for p in d["phrases"]
+        return cls(
+            tuple(BiasEntry.from_json(i) for i in d.get("contacts", ())),
+            tuple(BiasEntry.from_json(i) for i in d.get("appliances", ())),
+            d.get("version"),
         )
-        return cls(d["version"], phrases)
 
 
 @dataclass(frozen=True)

@@ -218,10 +218,17 @@ class RecognizerStream:
         final = self.finished
         ranked = sorted(self._hyps, key=lambda h: self._final_score(h) if final else h.score, reverse=True)
         tokens = self.recognizer.tokens
-        out = []
-        for h in ranked[:n]:
+        out: list[Hypothesis] = []
+        seen: set[str] = set()
+        for h in ranked:
+            text = " ".join(tokens.words(h.tokens))
+            if text in seen:  # label sequences differing only in spaces read the same: keep the best
+                continue
+            seen.add(text)
             bias = h.bias + (h.bias_state.final_bonus() if final and h.bias_state else 0.0)
-            out.append(Hypothesis(" ".join(tokens.words(h.tokens)), h.tokens, h.frames, h.acoustic, bias))
+            out.append(Hypothesis(text, h.tokens, h.frames, h.acoustic, bias))
+            if len(out) == n:
+                break
         return out
 
     @property

@@ -112,7 +112,7 @@ class Notifier:
             raise OSError("vsock notification sockets need systemd-python")
         if self._sock is None:
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-        sent = self._sock.sendto(data, _socket_address(self.socket_path))
+        sent = self._sock.sendto(data, socket.MSG_DONTWAIT, _socket_address(self.socket_path))  # never block harkd
         return sent == len(data)
 
     def ready(self, status: str | None = None) -> bool:

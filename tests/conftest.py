@@ -77,3 +77,20 @@ def alsa_devices(tmp_path: Path) -> Any:
 
 
 # --- end Audio ----------------------------------------------------------------------------------------------
+
+
+# --- Recogniser model: the shipped one, or a random-weight stand-in (helpers in tests/recognizer_model.py) --
+_model_helpers = importlib.import_module(f"{__package__}.recognizer_model" if __package__ else "recognizer_model")
+
+
+@pytest.fixture(scope="session")
+def recognizer_model() -> tuple[Path, bool]:
+    """``(model directory, is_shipped)``: models/recognizer when installed, else a cached random-weight model."""
+    try:
+        result: tuple[Path, bool] = _model_helpers.model_dir_for_tests()
+    except ImportError as exc:
+        pytest.skip(f"no shipped model and cannot build a test model without the training extras: {exc}")
+    return result
+
+
+# --- end Recogniser model -----------------------------------------------------------------------------------

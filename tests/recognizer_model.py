@@ -5,8 +5,6 @@ tokens, a model card with the sha256 of every file), so the daemon loads it exac
 Its weights are random, so its words are meaningless: tests that need the right words check
 :func:`shipped_model_dir` and skip with a reason when the shipped model is absent.
 
-The blank logit gets a bias so that the random model emits a label only now and then (a random joiner
-would emit one on nearly every frame, which no trained model does and which slows the beam search).
 Building takes about half a minute on two busy cores; the result is cached in the temporary directory,
 keyed by the source of the model and exporter, so later test sessions reuse it.
 """
@@ -23,7 +21,6 @@ import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_MODEL_DIR = REPO_ROOT / "models" / "recognizer"
-BLANK_BIAS = 3.0  # added to the blank logit of the random joiner (natural-log units)
 _SOURCES = ("training/model.py", "training/export.py", "daemon/tflite.py", "daemon/frontend.py",
             "daemon/modelcard.py", "tests/recognizer_model.py")
 
@@ -60,8 +57,12 @@ def _speech_like(rng: np.random.Generator, seconds: float) -> np.ndarray:
     return np.concatenate(pieces).astype(np.float32)
 
 
-def build_random_model(out_dir: Path, seed: int = 5) -> Path:
-    """Export a small random-weight RNN-T with tokens and card into ``out_dir``; returns ``out_dir``."""
+def build_random_model(out_dir: Path, seed: int = 5, architecture: dict[str, int] | None = None) -> Path:
+    """Export a random-weight RNN-T with tokens and card into ``out_dir``; returns ``out_dir``.
+
+    ``architecture``: ``training.model.ModelConfig`` fields; None: a small one (``{}`` gives the shipped
+    model's size, for measuring memory and speed before a trained model exists).
+    """
     import torch
 
     from daemon.frontend import Frontend, FrontendConfig
@@ -72,7 +73,9 @@ def build_random_model(out_dir: Path, seed: int = 5) -> Path:
     from training.export import export_tflite
     from training.model import ModelConfig, Transducer
 
-    cfg = ModelConfig(dim=48, blocks_low=1, blocks_high=2, expand=2, embed_dim=24, pred_dim=48, joint_dim=48)
+    small = {"dim": 48, "blocks_low": 1, "blocks_high": 2, "expand": 2, "embed_dim": 24, "pred_dim": 48,
+             "joint_dim": 48}
+    cfg = ModelConfig(**(small if architecture is None else architecture))
     rng = np.random.default_rng(seed)
     frontend = Frontend()
     feats = [frontend.compute(_speech_like(rng, rng.uniform(1.5, 3.0))) for _ in range(4)]
@@ -82,7 +85,6 @@ def build_random_model(out_dir: Path, seed: int = 5) -> Path:
     with torch.no_grad():
         model.encoder.feat_mean.copy_(torch.from_numpy(stacked.mean(axis=0)))
         model.encoder.feat_inv_std.copy_(torch.from_numpy(1.0 / (stacked.std(axis=0) + 1e-5)))
-        model.joiner.output.bias[0] += BLANK_BIAS
     out_dir.mkdir(parents=True, exist_ok=True)
     export_tflite(model, feats, out_dir, max_encoder_chunks=200, max_predictor_steps=200,
                   max_joiner_batches=60)

@@ -168,7 +168,7 @@ def package_model(ctx: Any) -> None:
     for name in (*GRAPH_FILES, "tokens.json"):
         shutil.copy2(src / name, dst / name)
     metrics = json.loads((ctx.work / "metrics.json").read_text())
-    train_rows = read_jsonl(ctx.work / "speech-train" / "manifest.jsonl")
+    train_rows = read_jsonl(ctx.work / "speech-train" / "clean.jsonl")
     test_rows = _test_rows(ctx, ctx.config["test_conditions"][0])
     voices_doc = json.loads((ctx.work / "voices.json").read_text())
     train_info = json.loads((ctx.work / "checkpoints" / "config.json").read_text())

@@ -5,8 +5,9 @@
 Stages (outputs under ``<work>/<name>/``):
   1 text      in-domain command sentences, train and test (held-out names and appliances)
   2 voices    every installed TTS voice; whole voices held out for the test set
-  3 synth     training speech (int16 shards) and test speech (WAV per condition, with a manifest)
-  4 features  augmented log-mel features of the training speech (the device's own front end)
+  3 synth     clean training and test speech (int16 shards with manifests)
+  4 features  test speech in every test condition (WAV + manifest), and augmented log-mel features of the
+              training speech (the device's own front end)
   5 train     RNN-T training with gradual pruning
   6 export    int8 TFLite graphs + parity check against the float model on test utterances
   7 evaluate  WER and entity accuracy per cohort and condition through the runtime's streaming decoder
@@ -93,8 +94,8 @@ def _stage(module: str, func: str) -> Stage:
 STAGES: tuple[tuple[int, str, tuple[str, ...], Stage], ...] = (
     (1, "text", ("seed", "text"), _stage("training.stages", "make_text")),
     (2, "voices", ("seed", "voices"), _stage("training.stages", "choose_voices")),
-    (3, "synth", ("seed", "synth", "test_conditions"), _stage("training.stages", "synthesise")),
-    (4, "features", ("seed", "augment"), _stage("training.stages", "make_features")),
+    (3, "synth", ("seed", "synth"), _stage("training.stages", "synthesise")),
+    (4, "features", ("seed", "augment", "test_conditions"), _stage("training.stages", "make_features")),
     (5, "train", ("seed", "model", "train"), _stage("training.stages", "train_model")),
     (6, "export", ("export",), _stage("training.stages", "export_model")),
     (7, "evaluate", (), _stage("training.stages", "evaluate_model")),

@@ -13,10 +13,13 @@
 # Licences (checked against the Debian packages' copyright files):
 #   main:      espeak-ng (GPL-3+), flite (BSD-like), festival (BSD-like),
 #              festvox-kallpc16k / -rablpc16k / -kdlpc16k / -us-slt-hts ... (free), sox (GPL/LGPL),
-#              hedgewars-data (music: GPL/CC-BY-SA, see the package), asterisk-moh-opsound-wav (CC-BY-SA-3.0)
+#              hedgewars-data (music: GPL-2 / CC-BY-SA-3.0, see its copyright file),
+#              asterisk-moh-opsound-wav (CC-BY-SA-3.0), openarena-data (GPL-2)
 #   contrib:   mbrola (the synthesiser, AGPL-3, in contrib because its voices are non-free),
 #              festvox-us1/us2/us3/en1 (free glue that needs the non-free mbrola voice databases)
-#   non-free:  mbrola-* voice databases (non-commercial, no modification), libttspico* (svox pico)
+#   non-free:  mbrola-* voice databases (use only with the mbrola program; may not be sold or put into a
+#              product that is sold), libttspico-data (svox pico language files: "claims Apache-2.0
+#              but the source is not included", redistributable)
 # The non-free voices are only used to synthesise training data on the build machine; none of them is
 # shipped with harkd. Check the licences again before publishing a data set synthesised with them.
 set -euo pipefail
@@ -145,8 +148,9 @@ WANTED=(
     libttspico-utils
     # sox with its format handlers (OGG/Vorbis, FLAC, MP3 ...).
     sox libsox-fmt-all
-    # music and noise.
-    hedgewars-data asterisk-moh-opsound-wav
+    # music (hedgewars-data: ~93 min OGG; asterisk-moh-opsound-wav: 18 min at 8 kHz) and noise
+    # (openarena-data: ambient sounds inside its .pk3 zip files: fans, wind, fire, water, machinery).
+    hedgewars-data asterisk-moh-opsound-wav openarena-data
 )
 
 changed=0

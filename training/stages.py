@@ -20,7 +20,7 @@ from tqdm import tqdm
 from daemon.frontend import SAMPLE_RATE, Frontend
 from daemon.textnorm import ALPHABET
 from daemon.tokens import TokenTable
-from training import augment, text_corpus, voices
+from training import text_corpus, voices
 from training.features import FeatureShard
 
 log = logging.getLogger(__name__)
@@ -96,9 +96,16 @@ def _synth_job(job: tuple[dict[str, Any], dict[str, Any]]) -> tuple[dict[str, An
 def _plan(ctx: Any, split: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     cfg = ctx.config["synth"]
     rng = np.random.default_rng([ctx.seed, 3, 0 if split == "train" else 1])
-    pool = load_voices(ctx, split)
+    by_engine: dict[str, list[voices.Voice]] = {}
+    for v in load_voices(ctx, split):
+        by_engine.setdefault(v.engine, []).append(v)
+    # Voices are drawn engine first, so the hundreds of espeak variants do not drown the other engines.
+    wanted = cfg.get("engine_weights", {})
+    engines = sorted(by_engine)
+    weights = np.array([float(wanted.get(e, 1.0)) for e in engines])
     jobs = []
     for i, utt in enumerate(read_jsonl(ctx.work / f"text-{split}.jsonl")):
+        pool = by_engine[engines[int(rng.choice(len(engines), p=weights / weights.sum()))]]
         voice = pool[int(rng.integers(len(pool)))]
         row = {**utt, "id": f"{split}-{i:06d}", "voice": voice.name, "engine": voice.engine,
                "cohort": voice.cohort, "speed": _uniform(rng, cfg["speed"]), "pitch": _uniform(rng, cfg["pitch"])}
@@ -122,29 +129,40 @@ def _run_synth(jobs: list[tuple[dict[str, Any], dict[str, Any]]], workers: int, 
 
 def synthesise(ctx: Any) -> None:
     workers = int(ctx.config["synth"].get("workers", 2))
-    train_dir = ctx.work / "speech-train"
-    shutil.rmtree(train_dir, ignore_errors=True)
-    train_dir.mkdir()
-    rows, audio_parts = [], []
-    for row, audio in _run_synth(_plan(ctx, "train"), workers, "synth train"):
-        rows.append({**row, "samples": len(audio)})
-        audio_parts.append(audio)
-    np.savez(train_dir / "audio.npz", audio=np.concatenate(audio_parts),
-             offsets=np.concatenate([[0], np.cumsum([len(a) for a in audio_parts])]))
-    write_jsonl(train_dir / "manifest.jsonl", rows)
-    hours = sum(r["samples"] for r in rows) / SAMPLE_RATE / 3600
-    log.info("train speech: %d utterances, %.2f hours", len(rows), hours)
+    for split in ("train", "test"):
+        out = ctx.work / f"speech-{split}"
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir()
+        rows, parts = [], []
+        for row, audio in _run_synth(_plan(ctx, split), workers, f"synth {split}"):
+            rows.append({**row, "samples": len(audio)})
+            parts.append(audio)
+        np.savez(out / "audio.npz", audio=np.concatenate(parts),
+                 offsets=np.concatenate([[0], np.cumsum([len(a) for a in parts])]))
+        write_jsonl(out / "clean.jsonl", rows)
+        hours = sum(r["samples"] for r in rows) / SAMPLE_RATE / 3600
+        log.info("%s speech: %d utterances, %.2f hours", split, len(rows), hours)
 
+
+def load_speech(ctx: Any, split: str) -> tuple[list[dict[str, Any]], np.ndarray, np.ndarray]:
+    directory = ctx.work / f"speech-{split}"
+    with np.load(directory / "audio.npz", allow_pickle=False) as z:
+        return read_jsonl(directory / "clean.jsonl"), z["audio"], z["offsets"]
+
+
+def make_test_conditions(ctx: Any) -> None:
+    """Held-out speech in every test condition, as WAV files with a manifest (the benchmarks read these)."""
+    from training import augment
+
+    rows, audio, offsets = load_speech(ctx, "test")
     test_dir = ctx.work / "speech-test"
-    shutil.rmtree(test_dir, ignore_errors=True)
-    test_dir.mkdir()
     library = augment_library(ctx, "test")
     test_rows = []
-    for row, audio in _run_synth(_plan(ctx, "test"), workers, "synth test"):
-        speech = audio.astype(np.float32) / 32768.0
-        for condition in ctx.config["test_conditions"]:
-            rng = np.random.default_rng([ctx.seed, int(row["id"].split("-")[1]), len(condition)])
-            mixed = augment.apply_condition(library, speech, condition, rng)
+    for i, row in enumerate(tqdm(rows, desc="test conditions")):
+        speech = audio[offsets[i] : offsets[i + 1]].astype(np.float32) / 32768.0
+        for c, condition in enumerate(ctx.config["test_conditions"]):
+            kind, level = parse_condition(condition)
+            mixed = augment.augment_for_eval(speech, kind, level, library, seed=ctx.seed * 1_000_003 + i * 31 + c)
             path = test_dir / condition / f"{row['id']}.wav"
             path.parent.mkdir(exist_ok=True)
             sf.write(path, mixed, SAMPLE_RATE, subtype="PCM_16")
@@ -153,38 +171,56 @@ def synthesise(ctx: Any) -> None:
     log.info("test speech: %d files", len(test_rows))
 
 
-def augment_library(ctx: Any, split: str) -> augment.SourceLibrary:
-    return augment.SourceLibrary.discover(ctx.work.parent / "cache" / "noise", split=split, seed=ctx.seed)
+def augment_library(ctx: Any, split: str) -> Any:
+    """Music and noise recordings for ``split``: training and test use disjoint files."""
+    from training import augment
+
+    train, test = augment.split_sources(augment.discover_sources(), seed=ctx.seed)
+    return augment.SourceBank.load(train if split == "train" else test, ctx.work.parent / "cache" / "noise")
+
+
+def parse_condition(name: str) -> tuple[str, float | None]:
+    """"music_10db" -> ("music", 10.0); "reverb" -> ("reverb", None)."""
+    base, _, level = name.partition("_")
+    if level:
+        if not level.endswith("db"):
+            raise ValueError(f"test condition {name!r}: expected NAME or NAME_<level>db")
+        return base, float(level[:-2])
+    return base, None
+
+
+def augment_config(ctx: Any) -> Any:
+    from training import augment
+
+    cfg = ctx.config["augment"]
+    snr = (float(cfg["snr_db"][0]), float(cfg["snr_db"][1]))
+    return augment.AugmentConfig(noise_snr_db=snr, music_snr_db=snr,
+                                 weights=tuple((str(k), float(v)) for k, v in cfg["conditions"].items()))
 
 
 # -- 4 features ------------------------------------------------------------------------------------------
 _FEATURE_STATE: dict[str, Any] = {}
 
 
-def _feature_job(job: tuple[int, int, str, float]) -> tuple[int, np.ndarray]:
-    index, seed, condition, snr = job
-    audio, offsets, library = _FEATURE_STATE["audio"], _FEATURE_STATE["offsets"], _FEATURE_STATE["library"]
-    speech = audio[offsets[index] : offsets[index + 1]].astype(np.float32) / 32768.0
-    rng = np.random.default_rng(seed)
-    mixed = augment.apply_condition(library, speech, condition, rng, snr_db=snr)
+def _feature_job(job: tuple[int, int]) -> tuple[int, np.ndarray]:
+    from training import augment
+
+    index, seed = job
+    audio, offsets = _FEATURE_STATE["audio"], _FEATURE_STATE["offsets"]
+    speech = audio[offsets[index] : offsets[index + 1]]
+    augmenter = augment.Augmenter(_FEATURE_STATE["library"], np.random.default_rng(seed), _FEATURE_STATE["config"])
+    _, mixed = augmenter.random(speech)
     return index, Frontend().compute(mixed)
 
 
 def make_features(ctx: Any) -> None:
+    make_test_conditions(ctx)
     cfg = ctx.config["augment"]
-    train_dir = ctx.work / "speech-train"
-    rows = read_jsonl(train_dir / "manifest.jsonl")
-    with np.load(train_dir / "audio.npz", allow_pickle=False) as z:
-        _FEATURE_STATE["audio"], _FEATURE_STATE["offsets"] = z["audio"], z["offsets"]
+    rows, _FEATURE_STATE["audio"], _FEATURE_STATE["offsets"] = load_speech(ctx, "train")
     _FEATURE_STATE["library"] = augment_library(ctx, "train")
-    names = list(cfg["conditions"])
-    weights = np.array([cfg["conditions"][n] for n in names], dtype=np.float64)
+    _FEATURE_STATE["config"] = augment_config(ctx)
     rng = np.random.default_rng([ctx.seed, 4])
-    jobs = []
-    for copy in range(int(cfg.get("copies", 1))):
-        for i in range(len(rows)):
-            condition = names[int(rng.choice(len(names), p=weights / weights.sum()))]
-            jobs.append((i, int(rng.integers(2**31)) + copy, condition, _uniform(rng, cfg["snr_db"])))
+    jobs = [(i, int(rng.integers(2**31))) for _ in range(int(cfg.get("copies", 1))) for i in range(len(rows))]
     items: list[tuple[np.ndarray, list[int]]] = []
     workers = int(ctx.config["synth"].get("workers", 2))
     with multiprocessing.get_context("fork").Pool(workers) as pool:

@@ -148,7 +148,7 @@ def train(
             optimiser.step()
             sparsity = pruner.update(progress)
             step += 1
-            value = float(loss) / max(1.0, float(batch.token_lengths.float().mean()))
+            value = loss.item() / max(1.0, float(batch.token_lengths.float().mean()))
             smoothed = value if smoothed is None else 0.95 * smoothed + 0.05 * value
             bar.set_postfix(step=step, loss_per_token=f"{smoothed:.3f}", sparsity=f"{sparsity:.2f}")
             bar.update(int(100 * progress_now()) - bar.n)

@@ -9,11 +9,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from daemon.audiofile import AudioFileError, read_audio
+from daemon.bias import DEFAULT_BOOST, BiasFileError, BiasGraph, load_bias_file
 from daemon.frontend import SAMPLE_RATE
 from daemon.modelcard import ModelError
 from daemon.paths import default_model_dir
-from daemon.recognizer import DecodeConfig, Hypothesis, Recognizer, transcribe_samples
+from daemon.recognizer import BiasState, DecodeConfig, Hypothesis, Recognizer
 
 
 def register(sub: Any) -> None:
@@ -35,6 +39,11 @@ def register(sub: Any) -> None:
     parser.add_argument("--beam", type=int, default=DecodeConfig.beam, help="beam size (default %(default)s)")
     parser.add_argument("--nbest", type=int, default=DecodeConfig.nbest,
                         help="hypotheses reported (default %(default)s)")
+    parser.add_argument("--bias", type=Path, default=None, metavar="FILE",
+                        help='bias list document, JSON or YAML: {"contacts": [...], "appliances": [...]}, each '
+                             'entry a name or {"name": ..., "boost": ...}; the same document as bias/set')
+    parser.add_argument("--bias-boost", type=float, default=DEFAULT_BOOST, metavar="NATS",
+                        help="bonus per matched token for entries without their own boost (default %(default)s)")
     parser.set_defaults(func=run)
 
 
@@ -59,14 +68,43 @@ def _result(path: Path, hyps: list[Hypothesis], audio_s: float, decode_s: float,
     }
 
 
+def _decode(recognizer: Recognizer, samples: npt.NDArray[np.int16], bias: BiasState | None,
+            chunk: int = 1600) -> list[Hypothesis]:
+    stream = recognizer.stream(bias=bias)
+    for i in range(0, len(samples), chunk):
+        stream.accept_waveform(samples[i : i + chunk])
+    stream.finalize()
+    return stream.nbest()
+
+
 def run(args: argparse.Namespace) -> int:
     model_dir = args.model or default_model_dir("recognizer")
+    bias_doc = None
+    if args.bias is not None:
+        if not 0.0 <= args.bias_boost <= 20.0:
+            print(f"harkd transcribe: --bias-boost must be between 0 and 20, not {args.bias_boost:g}",
+                  file=sys.stderr)
+            return 2
+        try:
+            bias_doc = load_bias_file(args.bias)
+        except BiasFileError as exc:
+            print(f"harkd transcribe: {exc}", file=sys.stderr)
+            return 2
     try:
         recognizer = Recognizer.load(model_dir, threads=args.threads,
                                      decode=DecodeConfig(beam=args.beam, nbest=args.nbest))
     except ModelError as exc:
         print(f"harkd transcribe: {exc}", file=sys.stderr)
         return 2
+    bias: BiasState | None = None
+    if bias_doc is not None:
+        graph = BiasGraph.from_document(bias_doc, recognizer.tokens, args.bias_boost)
+        bias = graph.initial_state()
+        count = len(graph.skipped)
+        skipped = f", {count} entr{'y' if count == 1 else 'ies'} left out" if count else ""
+        print(f"harkd transcribe: biasing toward {len(graph)} phrases from {args.bias}{skipped}", file=sys.stderr)
+        for name, why in graph.skipped:
+            print(f"harkd transcribe:   left out {name!r}: {why}", file=sys.stderr)
     status = 0
     for path in args.audio:
         try:
@@ -78,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
             status = 1
             continue
         started = time.perf_counter()
-        hyps = transcribe_samples(recognizer, samples)
+        hyps = _decode(recognizer, samples, bias)
         elapsed = time.perf_counter() - started
         result = _result(path, hyps, len(samples) / SAMPLE_RATE, elapsed, recognizer.frame_shift_s)
         if args.json:

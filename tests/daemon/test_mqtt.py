@@ -19,7 +19,7 @@ import pytest
 from daemon.config import parse_config
 from daemon.lattice import Arc, Lattice, NBestEntry, Node
 from daemon.messages import (
-    BiasPhrase,
+    BiasEntry,
     BiasSet,
     MediaDuck,
     Metrics,
@@ -270,14 +270,14 @@ def test_malformed_inbound_messages_are_ignored(
     publisher = make_publisher(settings(mosquitto), on_bias_set=on_bias, on_result=inbound.put)
     assert publisher.wait_connected(10)
     sender = mqtt_collector([topics.lattice])
-    good_bias = BiasSet("v7", (BiasPhrase("call ana lucia", 2.0, "contact"), BiasPhrase("kitchen lights")))
+    good_bias = BiasSet((BiasEntry("Ana Lucía", 2.0),), (BiasEntry("kitchen lights"),), "v7")
     good_result = Result(UTT, "call ana lucia", DEVICE, 2, "final", -3.2, "rescorer")
     with caplog.at_level(logging.WARNING, logger="daemon.mqtt"):
         sender.publish(topics.bias_set, b"{not json")
         sender.publish(topics.bias_set, b'{"schema": "harkd.bias/1", "version": "v8"}')
         sender.publish(topics.bias_set, b"\xff\xfe\x00")
         sender.publish(topics.bias_set, b"")  # clears a retained message: ignored quietly
-        sender.publish(topics.bias_set, encode(BiasSet("boom", ())))
+        sender.publish(topics.bias_set, encode(BiasSet(version="boom")))
         sender.publish(topics.result, b'{"schema": "harkd.result/1", "utterance_id": "x", "text": 5}')
         sender.publish(topics.bias_set, encode(good_bias))
         sender.publish(topics.result, encode(good_result))
@@ -288,7 +288,7 @@ def test_malformed_inbound_messages_are_ignored(
     assert state.connected and state.inbound_rejected == 4
     messages = [r.getMessage() for r in caplog.records]
     assert any("malformed message on harkd/kitchen/bias/set: payload is not JSON" in m for m in messages)
-    assert any("'phrases' is a required property" in m for m in messages)
+    assert any("bias/set" in m and "is not valid under any of the given schemas" in m for m in messages)
     assert any("not UTF-8" in m for m in messages)
     assert any("$.utterance_id" in m and "$.text" in m for m in messages)
     assert any("handler for harkd/kitchen/bias/set failed" in m for m in messages)
@@ -501,8 +501,9 @@ PAYLOADS = [
     Reset(DEVICE, UTT, 0, "final_differs"),
     Result(UTT, "call mom"),
     Result(UTT, "call mom", DEVICE, 2, "final", -3.5, "rescorer"),
-    BiasSet("v1", (BiasPhrase("ana lucia", 2.5, "contact"), BiasPhrase("kitchen lights"))),
-    BiasSet("empty", ()),
+    BiasSet((BiasEntry("Ana Lucía", 2.5), BiasEntry("Siobhan Okafor")), (BiasEntry("kitchen lights"),), "v1"),
+    BiasSet.of(appliances=["aquarium pump"]),
+    BiasSet(version="empty"),
     MediaDuck(DEVICE, True, UTT, 0.25),
     MediaDuck(DEVICE, False),
     Metrics(DEVICE, 3.0, 0.5, 0.01, 2, 40.0, 3, 0, {"wakes": 4, "model": "x"}),
