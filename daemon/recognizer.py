@@ -78,6 +78,10 @@ class Hypothesis:
     token_frames: tuple[int, ...]  # encoder frame at which each token was emitted
     acoustic_score: float  # log probability from the model along the best path
     bias_score: float  # bonus added by context biasing (0.0 without biasing)
+    # Per label: its log probability when emitted, and the bias bonus it earned (blank probabilities and a
+    # final withdrawal of unfinished bias credit are in the totals only).
+    token_acoustic_scores: tuple[float, ...] = ()
+    token_bias_scores: tuple[float, ...] = ()
 
     @property
     def score(self) -> float:
@@ -94,6 +98,8 @@ class _Hyp:
     h: FloatArray
     c: FloatArray
     bias_state: BiasState | None = None
+    token_acoustic: tuple[float, ...] = ()
+    token_bias: tuple[float, ...] = ()
 
     @property
     def score(self) -> float:
@@ -226,7 +232,7 @@ class RecognizerStream:
                 continue
             seen.add(text)
             bias = h.bias + (h.bias_state.final_bonus() if final and h.bias_state else 0.0)
-            out.append(Hypothesis(text, h.tokens, h.frames, h.acoustic, bias))
+            out.append(Hypothesis(text, h.tokens, h.frames, h.acoustic, bias, h.token_acoustic, h.token_bias))
             if len(out) == n:
                 break
         return out
@@ -271,7 +277,8 @@ class RecognizerStream:
             candidates: list[tuple[float, _Hyp, int, float]] = []
             for i, hyp in enumerate(frontier):
                 _merge(finished, _Hyp(hyp.tokens, hyp.frames, hyp.acoustic + float(logp[i, 0]), hyp.bias,
-                                      hyp.pred_out, hyp.h, hyp.c, hyp.bias_state))
+                                      hyp.pred_out, hyp.h, hyp.c, hyp.bias_state, hyp.token_acoustic,
+                                      hyp.token_bias))
                 if symbol == cfg.max_symbols:
                     continue
                 labels = np.argpartition(-logp[i, 1:], cfg.expand - 1)[: cfg.expand] + 1
@@ -303,7 +310,7 @@ class RecognizerStream:
         out, h, c = self._predicted(tokens, hyp)
         bias_state, bonus = (hyp.bias_state.advance(token) if hyp.bias_state else (None, 0.0))
         return _Hyp(tokens, (*hyp.frames, self.frames_decoded), hyp.acoustic + lp, hyp.bias + bonus,
-                    out, h, c, bias_state)
+                    out, h, c, bias_state, (*hyp.token_acoustic, lp), (*hyp.token_bias, bonus))
 
 
 def transcribe_samples(recognizer: Recognizer, samples: npt.NDArray[np.int16] | FloatArray,

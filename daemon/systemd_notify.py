@@ -1,10 +1,11 @@
 """systemd integration: readiness and watchdog notifications, and logging to the journal.
 
 :class:`Notifier` speaks the sd_notify datagram protocol to ``$NOTIFY_SOCKET``: newline-separated
-``KEY=VALUE`` fields in one datagram (``READY=1``, ``STATUS=...``, ``WATCHDOG=1``, ``STOPPING=1``). It uses
-systemd-python's ``systemd.daemon.notify`` when that is installed and the socket is the one in the
-environment, and otherwise sends the datagram itself (abstract ``@name`` sockets included). Outside
-systemd (no socket) every call is a cheap no-op that returns False.
+``KEY=VALUE`` fields in one datagram (``READY=1``, ``STATUS=...``, ``WATCHDOG=1``, ``STOPPING=1``). It sends
+the datagram itself, non-blocking (abstract ``@name`` sockets included): libsystemd's ``sd_notify`` (behind
+systemd-python's ``systemd.daemon.notify``) blocks while the socket's queue is full and holds the
+interpreter while it does, freezing the whole daemon, so the library is only used when asked for
+(``use_library=True``). Outside systemd (no socket) every call is a cheap no-op that returns False.
 
 The watchdog interval comes from ``$WATCHDOG_USEC`` (honoured only if ``$WATCHDOG_PID`` is unset or is
 this process). Ping from the thread that does the work, so a stuck pipeline stops the pings and systemd
@@ -64,8 +65,9 @@ class Notifier:
 
     def __init__(self, socket_path: str | None = None, *, env: Mapping[str, str] | None = None,
                  use_library: bool | None = None, clock: Callable[[], float] = time.monotonic) -> None:
-        """``socket_path`` None: ``$NOTIFY_SOCKET``. ``use_library`` None: systemd-python if importable
-        (only ever for the socket named in the environment, since that is the one it reads)."""
+        """``socket_path`` None: ``$NOTIFY_SOCKET``. ``use_library`` True: send through systemd-python
+        (only for the socket named in the environment, since that is the one it reads); see the module
+        docstring for why that is not the default."""
         environ = os.environ if env is None else env
         env_socket = environ.get("NOTIFY_SOCKET") or None
         self.socket_path = socket_path if socket_path is not None else env_socket
@@ -74,7 +76,7 @@ class Notifier:
         self._clock = clock
         self._last_ping: float | None = None
         self._library: Callable[..., bool] | None = None
-        if use_library is not False and self.socket_path is not None and self.socket_path == env_socket:
+        if use_library and self.socket_path is not None and self.socket_path == env_socket:
             self._library = _library_notify()
             if use_library and self._library is None:
                 raise RuntimeError("systemd-python is not installed")

@@ -450,8 +450,10 @@ class _FestivalProcess:
         with self._lock:
             if self._voice != voice:
                 self._voice = None
-                # Keep the voice's own HTS engine settings so speed/pitch can be appended per sentence.
-                self._command(f"(voice_{voice}) (set! harkd_hts_base hts_engine_params)")
+                # Keep an HTS voice's own engine settings so speed/pitch can be appended per sentence
+                # (other voices leave hts_engine_params unbound).
+                keep = " (set! harkd_hts_base hts_engine_params)" if voice.endswith("_hts") else ""
+                self._command(f"(voice_{voice}){keep}")
                 self._voice = voice
             out = _tmp_wav()
             if voice.endswith("_hts"):

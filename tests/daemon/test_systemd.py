@@ -79,13 +79,21 @@ def test_fallback_reaches_abstract_sockets(abstract_socket: NotifySocket) -> Non
     assert exchange(notifier, abstract_socket) == EXPECTED
 
 
-def test_systemd_python_is_used_when_installed(notify_socket: NotifySocket,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_systemd_python_is_used_only_when_asked(notify_socket: NotifySocket,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("systemd.daemon", reason="systemd-python is not installed (harkd[systemd])")
     monkeypatch.setenv("NOTIFY_SOCKET", notify_socket.address)  # libsystemd reads the environment itself
-    notifier = Notifier()
+    assert not Notifier().uses_library  # its sd_notify can block the daemon: see daemon/systemd_notify.py
+    notifier = Notifier(use_library=True)
     assert notifier.uses_library
     assert exchange(notifier, notify_socket) == EXPECTED
+
+
+def test_a_full_notify_socket_never_blocks(notify_socket: NotifySocket, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NOTIFY_SOCKET", notify_socket.address)
+    notifier = Notifier()
+    sent = [notifier.status(f"message {i}") for i in range(2000)]  # nobody reads: the queue fills up
+    assert sent[0] is True and sent[-1] is False
 
 
 def test_an_explicit_socket_path_never_goes_through_the_library(notify_socket: NotifySocket,
