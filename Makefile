@@ -3,6 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.harkd-installed
+RUNTIME_STAMP := $(VENV)/.harkd-runtime-installed
 
 .PHONY: demo test lint typecheck unit system venv model model-smoke bench clean
 
@@ -11,13 +12,18 @@ system:
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[train,dev]'
-	touch $(STAMP)
+	$(BIN)/pip install -q -e '.[train,dev,systemd]'
+	touch $(STAMP) $(RUNTIME_STAMP)
 
 venv: $(STAMP)
 
-demo: system venv
+# The demo needs only the on-device runtime (no PyTorch): what a Pi installs.
+$(RUNTIME_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -e .
+	touch $(RUNTIME_STAMP)
+
+demo: system $(RUNTIME_STAMP)
 	$(BIN)/python -m daemon.demo
 
 lint: venv
@@ -39,6 +45,7 @@ model-smoke: venv
 	$(BIN)/python -m training.recipe --config training/configs/recognizer-smoke.yaml
 
 bench: venv
+	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python -m bench.recognizer
 
 clean:

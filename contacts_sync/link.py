@@ -47,6 +47,7 @@ class SyncLink:
         self._answered = threading.Event()  # the broker answered the first connection attempt
         self._subscribed = threading.Event()
         self._refused: str | None = None
+        self.connections = 0  # successful connections so far (paho reconnects by itself)
         self._last_message = time.monotonic()
         self._lock = threading.Lock()
         self._client = self._make_client()
@@ -111,6 +112,7 @@ class SyncLink:
             client.disconnect()
             return
         log.info("MQTT: connected to %s:%d", self.settings.host, self.settings.port)
+        self.connections += 1
         if self.discovery is not None:
             self.discovery.mark_all_unseen()
             self._subscribed.clear()

@@ -195,6 +195,12 @@ class _Node:
         return self._graph._final[self._node]
 
     @property
+    def continuations(self) -> tuple[int, ...]:
+        """Tokens that extend the partial match in progress (none at a word start): a search may try these
+        even when the acoustics do not rank them among their best."""
+        return self._graph._continuations[self._node]
+
+    @property
     def held(self) -> float:
         """Credit held provisionally by the partial match in progress (withdrawn if it fails)."""
         return self._graph._held[self._node]
@@ -328,6 +334,7 @@ class BiasGraph:
                 queue.append(child)
 
         self._trans = trans
+        self._continuations = [(), (), *(tuple(sorted(c)) for c in children[2:])]
         self._held = held
         self._enter = [g + h for g, h in zip(gain, held, strict=True)]
         final = [0.0] * n
@@ -350,14 +357,24 @@ class BiasGraph:
     def num_states(self) -> int:
         return len(self._states)
 
-    def score_tokens(self, token_ids: Iterable[int]) -> float:
-        """The total bias a finished hypothesis with these tokens gets (bonuses plus the final correction)."""
+    def token_bonuses(self, token_ids: Iterable[int]) -> tuple[float, ...]:
+        """The bonus each token of a finished hypothesis got, the final correction added to the last one.
+
+        They sum to the hypothesis' ``bias_score``; attached to a hypothesis as ``token_bias_scores`` they put
+        each name's credit on its own lattice arc (see :mod:`daemon.lattice`).
+        """
         state = self.initial_state()
-        total = 0.0
+        bonuses = []
         for token in token_ids:
             state, bonus = state.advance(token)
-            total += bonus
-        return total + state.final_bonus()
+            bonuses.append(bonus)
+        if bonuses:
+            bonuses[-1] += state.final_bonus()
+        return tuple(bonuses)
+
+    def score_tokens(self, token_ids: Iterable[int]) -> float:
+        """The total bias a finished hypothesis with these tokens gets (bonuses plus the final correction)."""
+        return sum(self.token_bonuses(token_ids))
 
     def score_text(self, text: str) -> float:
         """:meth:`score_tokens` of a normalised text."""

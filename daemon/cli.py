@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "daemon.commands.devices",
     "daemon.commands.run",
     "daemon.commands.contacts",
+    "daemon.commands.wake",
 )
 
 

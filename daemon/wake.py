@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -36,6 +37,7 @@ import numpy.typing as npt
 from daemon.audio import AudioChunk
 from daemon.frontend import SAMPLE_RATE, Frontend, FrontendConfig
 from daemon.modelcard import ModelCard, ModelError, load_card
+from daemon.tflite import Graph, TFLiteError
 from daemon.trigger import WakeEvent
 
 if TYPE_CHECKING:
@@ -50,6 +52,7 @@ __all__ = [
     "WakeModel",
     "WakeSettings",
     "WakeTrigger",
+    "detections_from_scores",
 ]
 
 log = logging.getLogger(__name__)
@@ -118,9 +121,12 @@ class DetectionLogic:
         self._scores: deque[float] = deque(maxlen=settings.smoothing)
         self._last_fired: int | None = None
 
-    def restart(self) -> None:
-        """Forget the scores (the stream restarts); keep the refractory period."""
+    def restart(self, keep_refractory: bool = True) -> None:
+        """Forget the scores (the stream restarts); keep the refractory period unless told otherwise (a
+        stream on a new clock, whose positions start again from zero)."""
         self._scores.clear()
+        if not keep_refractory:
+            self._last_fired = None
 
     def update(self, score: float, position: int) -> float | None:
         self._scores.append(float(score))
@@ -134,6 +140,19 @@ class DetectionLogic:
         self._last_fired = position
         self._scores.clear()  # a new detection needs a fresh run of high scores
         return min(1.0, max(0.0, smoothed))
+
+
+def detections_from_scores(trace: Iterable[tuple[int, float]], settings: WakeSettings,
+                           phrase: str) -> list[Detection]:
+    """Replay recorded (position, raw score) pairs of one continuous stream through :class:`DetectionLogic`:
+    what :class:`WakeDetector` would have found with ``settings`` (threshold sweeps need no new scoring)."""
+    logic = DetectionLogic(settings)
+    found = []
+    for position, score in trace:
+        fired = logic.update(score, position)
+        if fired is not None:
+            found.append(Detection(phrase, fired, position))
+    return found
 
 
 class Scorer(Protocol):
@@ -160,8 +179,6 @@ class WakeModel:
     """A wake model directory: ``wake.tflite`` and its card, loaded for scoring (one heavy object)."""
 
     def __init__(self, directory: Path, threads: int = 1) -> None:
-        from daemon.tflite import Graph, TFLiteError
-
         self.directory = directory
         self.card: ModelCard = load_card(directory)
         if self.card.kind != "wake":
@@ -246,6 +263,7 @@ class WakeDetector:
         self._next = 0  # sample index the next piece should start at
         self._frames = 0  # frames computed since the stream began
         self.scores = 0  # model calls so far (for statistics)
+        self.trace: list[tuple[int, float]] | None = None  # set to a list to record (position, raw score)
 
     @classmethod
     def load(cls, model_dir: Path, settings: WakeSettings | None = None, threads: int = 1) -> WakeDetector:
@@ -257,12 +275,14 @@ class WakeDetector:
         return self._next
 
     def restart(self, start: int = 0) -> None:
-        """Begin a new stream at sample index ``start``: forget audio and scores, keep the refractory period."""
+        """Begin a new stream at sample index ``start``: forget the audio and the scores. A start at or after
+        the current position continues the same clock (audio went missing), so the refractory period is
+        kept; an earlier one begins a new clock (another file) and forgets it."""
+        self.logic.restart(keep_refractory=start >= self._next)
         self._ring.fill(self.scorer.fill_value)
         self._features = self.frontend.stream()
         self._stream_start = self._next = start
         self._frames = 0
-        self.logic.restart()
 
     def process(self, samples: npt.NDArray[np.int16], start: int | None = None) -> list[Detection]:
         if samples.dtype != np.int16 or samples.ndim != 1:
@@ -285,7 +305,10 @@ class WakeDetector:
             # The last frame seen ends at (frames - 1) * hop + window samples into the stream.
             end = self._stream_start + (self._frames - 1) * self._hop + self._window
             self.scores += 1
-            fired = self.logic.update(self.scorer.score(self._ring), end)
+            score = self.scorer.score(self._ring)
+            if self.trace is not None:
+                self.trace.append((end, score))
+            fired = self.logic.update(score, end)
             if fired is not None:
                 detection = Detection(self.scorer.phrase, fired, end)
                 log.debug("wake phrase %r at %.2f s (score %.3f)", detection.phrase, detection.time, fired)

@@ -300,7 +300,12 @@ def mix_at_snr(speech: npt.ArrayLike, noise: npt.ArrayLike, snr_db: float, rng: 
     s = np.asarray(speech, dtype=np.float32)
     if power(s) <= 0.0:
         raise ValueError("speech is silent: cannot set an SNR")
-    n = crop(noise, len(s), rng)
+    for _ in range(8):  # recordings have silent stretches (music pauses): draw another stretch
+        n = crop(noise, len(s), rng)
+        if power(n) > 0.0:
+            break
+    else:
+        n = synthetic_noise("pink", len(s), rng)
     return limit_peak(s + scale_to_snr(s, n, snr_db))
 
 

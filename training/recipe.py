@@ -51,12 +51,15 @@ class Context:
 
 
 Stage = Callable[[Context], None]
+# (number, name, config keys whose values the stage depends on, the stage); other recipes (the wake word's,
+# training/wake_recipe.py) declare their own table and run it with the same runner.
+StageTable = tuple[tuple[int, str, tuple[str, ...], Stage], ...]
 
 
-def _fingerprint(ctx: Context, number: int, keys: tuple[str, ...]) -> str:
+def _fingerprint(ctx: Context, number: int, keys: tuple[str, ...], stages: StageTable) -> str:
     previous = [
         (ctx.work / f"{n:02d}-{name}.done").read_text() if (ctx.work / f"{n:02d}-{name}.done").exists() else ""
-        for n, name, _, _ in STAGES
+        for n, name, _, _ in stages
         if n < number
     ]
     settings = {k: ctx.config.get(k) for k in keys}
@@ -64,12 +67,14 @@ def _fingerprint(ctx: Context, number: int, keys: tuple[str, ...]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def run_stages(ctx: Context, selected: set[int], force: bool) -> None:
-    for number, name, keys, func in STAGES:
+def run_stages(ctx: Context, selected: set[int], force: bool, stages: StageTable | None = None) -> None:
+    """Run the ``selected`` stages of ``stages`` (default: the recogniser's :data:`STAGES`) in order."""
+    table = STAGES if stages is None else stages
+    for number, name, keys, func in table:
         if number not in selected:
             continue
         marker = ctx.work / f"{number:02d}-{name}.done"
-        fingerprint = _fingerprint(ctx, number, keys)
+        fingerprint = _fingerprint(ctx, number, keys, table)
         if not force and marker.exists() and marker.read_text().strip() == fingerprint:
             log.info("stage %d %s: up to date, skipped", number, name)
             continue
@@ -80,7 +85,7 @@ def run_stages(ctx: Context, selected: set[int], force: bool) -> None:
         log.info("stage %d %s: done", number, name)
 
 
-def _stage(module: str, func: str) -> Stage:
+def lazy_stage(module: str, func: str) -> Stage:
     """Stages import their module lazily so ``--help`` and early stages need no heavy imports."""
 
     def run(ctx: Context) -> None:
@@ -91,7 +96,9 @@ def _stage(module: str, func: str) -> Stage:
     return run
 
 
-STAGES: tuple[tuple[int, str, tuple[str, ...], Stage], ...] = (
+_stage = lazy_stage
+
+STAGES: StageTable = (
     (1, "text", ("seed", "text"), _stage("training.stages", "make_text")),
     (2, "voices", ("seed", "voices"), _stage("training.stages", "choose_voices")),
     (3, "synth", ("seed", "synth"), _stage("training.stages", "synthesise")),

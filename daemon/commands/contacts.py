@@ -203,11 +203,17 @@ def run_watch_command(args: argparse.Namespace) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, on_signal)
     link, discovery, link_error = _connect(config, settings, args, changed.set)
+    connections = link.connections if link is not None else 0
     next_full = 0.0
     try:
         while not stop.is_set():
             if link is None and (settings.homeassistant or settings.publish):
                 link, discovery, link_error = _connect(config, settings, args, changed.set)
+                connections = link.connections if link is not None else 0
+            elif link is not None and link.connections != connections:
+                # paho reconnected: the retained configs came again; what did not come was removed meanwhile
+                link.wait_settled(max_s=args.discovery_wait)
+                connections = link.connections
             full = time.monotonic() >= next_full
             changed.clear()
             report = run_sync(settings, link, discovery, link_error, address_books=full)

@@ -96,6 +96,30 @@ def test_partial_match_credit_is_withdrawn() -> None:
     assert g.score_text("call jonat") == 0.0
 
 
+def test_token_bonuses_put_the_credit_on_the_name() -> None:
+    g = graph(["ana"])
+    text = "call ana now"
+    bonuses = g.token_bonuses(TOKENS.encode(text))
+    assert len(bonuses) == len(text)
+    assert [i for i, b in enumerate(bonuses) if b] == [5, 6, 7, 8]  # "ana" and the space after it
+    assert sum(bonuses) == g.score_text(text) == 4.0
+    ends_inside = g.token_bonuses(TOKENS.encode("call an"))
+    assert sum(ends_inside) == 0.0 and ends_inside[-1] == -1.0  # +1 for "n", -2 withdrawn at the end
+    assert g.token_bonuses([]) == ()
+
+
+def test_continuations_are_the_tokens_that_extend_a_partial_match() -> None:
+    g = graph(["ana", "anna", "bob"])
+    state = g.initial_state()
+    assert state.continuations == ()  # at a word start nothing is in progress
+    for token in TOKENS.encode("an"):
+        state, _ = state.advance(token)
+    assert sorted(TOKENS.tokens[t] for t in state.continuations) == ["a", "n"]
+    for token in TOKENS.encode("a"):
+        state, _ = state.advance(token)
+    assert [TOKENS.tokens[t] for t in state.continuations] == [" "]
+
+
 def test_a_failed_match_can_restart_a_new_one_at_the_next_word() -> None:
     g = graph(["ana lucia", "lucia okafor"])
     assert g.score_text("ana lucia okafor") == pytest.approx(10.0 + 13.0)  # both occurrences complete

@@ -260,3 +260,13 @@ def test_int16_speech_is_scaled(bank: SourceBank) -> None:
     pcm = np.round(speech * 32768).astype(np.int16)
     out = Augmenter(bank, np.random.default_rng(0)).apply(pcm, "clean")
     np.testing.assert_allclose(out, speech, atol=1e-4)
+
+
+def test_silent_noise_recording_falls_back_to_synthetic_noise_at_the_snr() -> None:
+    from training.augment import mix_at_snr, power
+
+    rng = np.random.default_rng(3)
+    speech = (0.1 * np.sin(np.arange(16000) * 0.05)).astype(np.float32)
+    mixed = mix_at_snr(speech, np.zeros(4000, dtype=np.float32), 10.0, rng)
+    noise = mixed - speech
+    assert 10 * np.log10(power(speech) / power(noise)) == pytest.approx(10.0, abs=0.5)
