@@ -1,7 +1,7 @@
 """Context-biasing benchmark: held-out names and appliances, with and without the household's bias list.
 
     python -m bench.bias [--manifest work/recognizer/speech-test/manifest.jsonl | --synth 300]
-                         [--conditions clean] [--boost 1.5] [--engines harkd,whisper] [--json out.json]
+                         [--conditions clean] [--boost 1,1.5] [--hold 0.25] [--engines harkd,whisper] [--json out.json]
 
 Audio: the recipe's held-out test set when its manifest exists (sentences whose contacts and appliances were
 never in training, read by held-out voices), else ``--synth N`` sentences from the same held-out pools
@@ -41,7 +41,7 @@ import numpy as np
 import numpy.typing as npt
 import soundfile as sf
 
-from daemon.bias import DEFAULT_BOOST, BiasGraph
+from daemon.bias import DEFAULT_BOOST, DEFAULT_HOLD, BiasGraph
 from daemon.frontend import SAMPLE_RATE
 from daemon.messages import BiasSet
 from daemon.paths import default_model_dir
@@ -189,8 +189,8 @@ class Harkd:
     def __init__(self, model_dir: Path, beam: int) -> None:
         self.recognizer = Recognizer.load(model_dir, threads=1, decode=DecodeConfig(beam=beam))
 
-    def graph(self, doc: BiasSet, boost: float) -> BiasGraph:
-        return BiasGraph.from_document(doc, self.recognizer.tokens, boost)
+    def graph(self, doc: BiasSet, boost: float, hold: float) -> BiasGraph:
+        return BiasGraph.from_document(doc, self.recognizer.tokens, boost, hold=hold)
 
     def decode(self, audio: Int16Array, bias: BiasState | None) -> tuple[str, float]:
         started = time.process_time()
@@ -245,7 +245,12 @@ def _progress(label: str, i: int, n: int) -> None:
     print(f"\r{label}: {i}/{n}", end="" if i < n else "\n", file=sys.stderr, flush=True)
 
 
-def run(rows: list[Row], engines: Sequence[str], model_dir: Path, boosts: Sequence[float], household: int,
+def _key(boost: float, hold: float) -> str:
+    return f"boost {boost:g}" + ("" if hold == 1.0 else f" hold {hold:g}")
+
+
+def run(rows: list[Row], engines: Sequence[str], model_dir: Path, boosts: Sequence[tuple[float, float]],
+        household: int,
         fill: int, distractors: int, timing_list: int, beam: int, seed: int) -> dict[str, Any]:
     named = [r for r in rows if r.entities]
     plain = [r for r in rows if not r.entities]
@@ -271,23 +276,24 @@ def run(rows: list[Row], engines: Sequence[str], model_dir: Path, boosts: Sequen
         for i, row in enumerate(plain, 1):
             plain_runs["none"].add(row, *harkd.decode(row.audio, None))
             _progress("harkd, plain, no list", i, len(plain))
-        for boost in boosts:
-            key = f"boost {boost:g}"
+        for boost, hold in boosts:
+            key = _key(boost, hold)
             named_runs[key] = Run()
             done = 0
             for group, doc in homes:
-                state = harkd.graph(doc, boost).initial_state()
+                state = harkd.graph(doc, boost, hold).initial_state()
                 for row in group:
                     named_runs[key].add(row, *harkd.decode(row.audio, state))
                     done += 1
                     _progress(f"harkd, named, household list, {key}", done, len(named))
             plain_runs[key] = Run()
-            state = harkd.graph(noise_list, boost).initial_state()
+            state = harkd.graph(noise_list, boost, hold).initial_state()
             for i, row in enumerate(plain, 1):
                 plain_runs[key].add(row, *harkd.decode(row.audio, state))
                 _progress(f"harkd, plain, {distractors} distractors, {key}", i, len(plain))
         # Decode time: interleaved per utterance, a 1,000-entry list against none.
-        large = harkd.graph(big_list(timing_list, seed), boosts[0])
+        timing_doc = big_list(timing_list, seed)
+        large = harkd.graph(timing_doc, *boosts[0])
         plain_cpu = biased_cpu = 0.0
         for i, row in enumerate(rows, 1):
             _, a = harkd.decode(row.audio, None)
@@ -298,7 +304,8 @@ def run(rows: list[Row], engines: Sequence[str], model_dir: Path, boosts: Sequen
         results["harkd"] = {
             "named": {k: r.summary() for k, r in named_runs.items()},
             "plain": {k: r.summary() for k, r in plain_runs.items()},
-            "timing": {"list_entries": len(large.phrases), "graph_states": large.num_states,
+            "timing": {"list_entries": len(timing_doc.phrases), "graph_phrases": len(large.phrases),
+                       "graph_states": large.num_states,
                        "cpu_s_no_list": round(plain_cpu, 2), "cpu_s_with_list": round(biased_cpu, 2),
                        "rise": round(biased_cpu / plain_cpu - 1.0, 4) if plain_cpu else None},
         }
@@ -326,15 +333,15 @@ def run(rows: list[Row], engines: Sequence[str], model_dir: Path, boosts: Sequen
     return report
 
 
-def targets(report: dict[str, Any], boosts: Sequence[float]) -> dict[str, Any]:
+def targets(report: dict[str, Any], boosts: Sequence[tuple[float, float]]) -> dict[str, Any]:
     harkd = report["results"].get("harkd")
     if harkd is None:
         return {}
     out: dict[str, Any] = {}
     base_acc = (harkd["named"]["none"]["entity_accuracy_percent"] or 0.0) / 100
     base_wer = harkd["plain"]["none"]["wer_percent"] / 100
-    for boost in boosts:
-        key = f"boost {boost:g}"
+    for boost, hold in boosts:
+        key = _key(boost, hold)
         acc = (harkd["named"][key]["entity_accuracy_percent"] or 0.0) / 100
         wer = harkd["plain"][key]["wer_percent"] / 100
         out[key] = {
@@ -381,6 +388,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=None, help="harkd model directory (default: shipped)")
     parser.add_argument("--engines", default="harkd,whisper")
     parser.add_argument("--boost", default=str(DEFAULT_BOOST), help="bonus per token, or several: 1,1.5,2")
+    parser.add_argument("--hold", default=str(DEFAULT_HOLD),
+                        help="share of the credit given while a name is matched, or several: 1,0.5")
     parser.add_argument("--beam", type=int, default=DecodeConfig.beam)
     parser.add_argument("--household", type=int, default=10, help="utterances sharing one household list")
     parser.add_argument("--fill", type=int, default=40, help="other held-out names in each household list")
@@ -411,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"error: unknown engine(s) {sorted(unknown)}; choose from harkd, whisper", file=sys.stderr)
         return 2
-    boosts = [float(b) for b in args.boost.split(",")]
+    boosts = [(float(b), float(h)) for b in args.boost.split(",") for h in args.hold.split(",")]
     model_dir = args.model or default_model_dir("recognizer")
     report = run(rows, engines, model_dir, boosts, args.household, args.fill, args.distractors, args.timing_list,
                  args.beam, args.seed)

@@ -133,7 +133,10 @@ def run(manifest: Path, limit: int, engines: dict[str, Decoder]) -> dict[str, An
 
 
 def table(report: dict[str, Any]) -> str:
-    lines = ["| engine | condition | WER % | entity acc. % | RTF (median, 1 thread) |", "| --- | --- | --- | --- | --- |"]
+    lines = [
+        "| engine | condition | WER % | entity acc. % | RTF (median, 1 thread) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for name, res in report["engines"].items():
         for condition, s in res["scores"].get("condition", {}).items():
             lines.append(f"| {name} | {condition} | {s['wer_percent']} | {s['entity_accuracy_percent']} | "

@@ -337,6 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=1000, help="positives per test condition (default 1000)")
     parser.add_argument("--engines", default="harkd,openwakeword,microwakeword,porcupine")
     parser.add_argument("--json", type=Path, default=None, help="also write the full report here")
+    parser.add_argument("--update-card", type=Path, default=None, metavar="MODEL_DIR",
+                        help="record the report in this model directory's card.yaml and README.md "
+                             "(e.g. models/wake; the files and their sha256 are not touched)")
     args = parser.parse_args(argv)
     work = args.work / args.name
     if not (work / "test" / "manifest.json").is_file():
@@ -362,7 +365,26 @@ def main(argv: list[str] | None = None) -> int:
     print(table(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
+    if args.update_card is not None:
+        update_card(args.update_card, report, " ".join(["python -m bench.wake", *(argv or sys.argv[1:])]))
     return 0
+
+
+def update_card(model_dir: Path, report: dict[str, Any], command: str) -> None:
+    """Put the report under ``benchmark`` in the card (which holds no hash of itself) and redo README.md."""
+    import platform
+
+    from daemon.modelcard import load_card
+    from training.wake_recipe import render_card
+
+    card = load_card(model_dir)
+    summary = {key: report[key] for key in ("positives", "negative_hours", "negative_minutes", "engines")}
+    details = {**card.details, "benchmark": {"command": command, "machine": f"{platform.machine()}, "
+                                             f"{os.cpu_count()} CPUs, python {platform.python_version()}",
+                                             **summary}}
+    updated = type(card)(card.name, card.kind, card.version, card.files, card.frontend, card.model, details)
+    updated.save(model_dir)
+    (model_dir / "README.md").write_text(render_card(updated), encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -130,7 +130,7 @@ class EndpointConfig:
 @dataclass(frozen=True)
 class BiasConfig:
     file: Path | None = None  # bias list document (JSON, the bias/set schema) loaded at start
-    boost: float = _spec(1.5, lo=0.0, hi=20.0, unit="nats per matched token")  # log-probability bonus
+    boost: float = _spec(1.0, lo=0.0, hi=20.0, unit="nats per matched token")  # log-probability bonus
 
 
 @dataclass(frozen=True)

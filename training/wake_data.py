@@ -279,7 +279,7 @@ def negative_scene(clips: Sequence[npt.NDArray[np.int16]], spec: SceneSpec, augm
 def ambient_scene(kind: str, bank: augment.SourceBank, spec: SceneSpec,
                   rng: np.random.Generator) -> npt.NDArray[np.float32]:
     """Music (sometimes through a small loudspeaker), noise, or only the noise floor."""
-    n = round(spec.ambient_seconds * SAMPLE_RATE)
+    n = fast_length(round(spec.ambient_seconds * SAMPLE_RATE))
     if kind == "music" and bank.music:
         audio = augment.crop(bank.music[int(rng.integers(len(bank.music)))], n, rng)
         if rng.random() < 0.5:
@@ -296,10 +296,39 @@ def ambient_scene(kind: str, bank: augment.SourceBank, spec: SceneSpec,
     return augment.limit_peak(audio + noise_floor(n, rng, spec.floor_dbfs))
 
 
+def fast_length(n: int) -> int:
+    """The smallest 5-smooth number (2^a 3^b 5^c) >= n: a length the FFTs of the augmentation take quickly
+    (numpy's FFT of a length with a large prime factor takes seconds)."""
+    best = 1 << max(0, (n - 1).bit_length())
+    five = 1
+    while five < best:
+        three = five
+        while three < best:
+            two = three
+            while two < n:
+                two *= 2
+            best = min(best, two)
+            three *= 3
+        five *= 5
+    return best
+
+
+def pad_to_fast_length(audio: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    extra = fast_length(len(audio)) - len(audio)
+    return np.concatenate([audio, np.zeros(extra, dtype=np.float32)]) if extra else audio
+
+
 def finish_scene(scene: npt.NDArray[np.float32], spec: SceneSpec, augmenter: augment.Augmenter,
                  rng: np.random.Generator) -> npt.NDArray[np.float32]:
     """A random acoustic condition and gain (training.augment), then the microphone's noise floor."""
-    _, mixed = augmenter.random(scene)
+    scene = pad_to_fast_length(scene)
+    mixed = scene
+    for _ in range(4):
+        try:
+            _, mixed = augmenter.random(scene)
+            break
+        except ValueError:  # a silent stretch of music or noise was drawn (no SNR can be set): draw again
+            continue
     return augment.limit_peak(mixed + noise_floor(len(mixed), rng, spec.floor_dbfs))
 
 
@@ -309,10 +338,17 @@ def eval_scene(scene: npt.NDArray[np.float32], speech_power: float, condition: s
     if level is not None and condition != "clean":
         scene_power = augment.power(scene)
         level = level + 10.0 * math.log10(max(scene_power, 1e-12) / max(speech_power, 1e-12))
-    if condition == "clean":
-        mixed = augment.limit_peak(scene)
-    else:
-        mixed = augment.augment_for_eval(scene, condition, level, bank, seed)
+    scene = pad_to_fast_length(scene)
+    mixed = augment.limit_peak(scene)
+    if condition != "clean":
+        for attempt in range(4):
+            try:
+                mixed = augment.augment_for_eval(scene, condition, level, bank, seed + 7919 * attempt)
+                break
+            except ValueError:  # a silent stretch of the music or noise: another stretch
+                continue
+        else:
+            raise RuntimeError(f"cannot make the {condition} test condition: every draw was silent")
     rng = np.random.default_rng([seed, 7])
     return augment.limit_peak(mixed + noise_floor(len(mixed), rng, (-75.0, -65.0)))
 

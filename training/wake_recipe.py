@@ -540,6 +540,7 @@ def package_model(ctx: Context) -> None:
             "hours_by_kind": hours(train_rows),
             "voices_by_cohort": dict(Counter(v["cohort"] for v in voices_doc["train"])),
             "train_time_minutes": round(train_info["seconds"] / 60, 1),
+            "train_cpu_minutes": round(train_info.get("cpu_seconds", 0.0) / 60, 1),
             "steps": train_info["steps_done"],
             "train_config": train_info["train"],
             "augmentation": ctx.config["augment"],
@@ -612,6 +613,19 @@ def render_card(card: ModelCard) -> str:
               "| threshold | false rejects % | false accepts per hour |", "| --- | --- | --- |"]
     for row in ev.get("sweep", []):
         lines.append(f"| {row['threshold']} | {row['false_reject_percent']} | {row['false_accepts_per_hour']} |")
+    bench = card.details.get("benchmark")
+    if bench:
+        lines += ["", "## Side by side with other engines (same audio, same run)", "",
+                  f"Command: `{bench.get('command', '')}`; {bench.get('positives')} positives, "
+                  f"{bench.get('negative_hours')} h of negatives ({bench.get('negative_minutes')} minutes by "
+                  "kind); CPU seconds per second of audio on one thread, front end included "
+                  f"({bench.get('machine', '')}).", "",
+                  "| engine | false rejects % | false accepts per hour | ... without the confusable stream | "
+                  "CPU s per audio s |", "| --- | --- | --- | --- | --- |"]
+        for name, e in bench.get("engines", {}).items():
+            lines.append(f"| {name} ({e['detail']}) | {e['false_reject_percent_all']} | "
+                         f"{e['false_accepts_per_hour']} | {e['false_accepts_per_hour_without_confusables']} | "
+                         f"{e['cpu_s_per_audio_s']} |")
     lines += ["", "## Files", ""]
     lines += [f"- `{name}` sha256 `{digest}`" for name, digest in card.files.items()]
     lines += [

@@ -13,6 +13,7 @@ import pytest
 
 from daemon import cli
 from daemon.bias import (
+    DEFAULT_HOLD,
     BiasFileError,
     BiasGraph,
     BiasGraphCache,
@@ -30,8 +31,10 @@ TOKENS = TokenTable.from_alphabet(ALPHABET)
 
 
 def graph(contacts: Sequence[str] = (), appliances: Sequence[str] = (), score: float = 1.0,
-          possessives: bool = False) -> BiasGraph:
-    return BiasGraph.from_document(BiasSet.of(contacts, appliances), TOKENS, score, possessives=possessives)
+          possessives: bool = False, hold: float = 1.0) -> BiasGraph:
+    """With ``hold`` 1 (every token's credit given at once) the arithmetic below is easy to follow."""
+    return BiasGraph.from_document(BiasSet.of(contacts, appliances), TOKENS, score, possessives=possessives,
+                                   hold=hold)
 
 
 def reference_total(phrases: list[str], text: str, boost: float) -> float:
@@ -61,12 +64,13 @@ def running_totals(g: BiasGraph, text: str) -> list[float]:
 # ------------------------------------------------------------------------------------------ the graph
 
 
-def test_matches_the_brute_force_reference_on_random_texts() -> None:
+@pytest.mark.parametrize("hold", [1.0, 0.5, 0.0])
+def test_matches_the_brute_force_reference_on_random_texts(hold: float) -> None:
     rng = random.Random(7)
     words = ["a", "ab", "ba", "b", "abb", "aab"]
-    for _ in range(400):
+    for _ in range(200):
         phrases = sorted({" ".join(rng.choices(words, k=rng.randint(1, 3))) for _ in range(rng.randint(1, 6))})
-        g = BiasGraph.from_entries([(p, "contact", 1.0) for p in phrases], TOKENS, possessives=False)
+        g = BiasGraph.from_entries([(p, "contact", 1.0) for p in phrases], TOKENS, possessives=False, hold=hold)
         for _ in range(10):
             text = "".join(rng.choices("ab ", weights=[4, 4, 3], k=rng.randint(0, 14)))
             assert g.score_text(text) == pytest.approx(reference_total(phrases, text, 1.0)), (phrases, text)
@@ -136,14 +140,25 @@ def test_a_name_that_starts_a_longer_one_is_not_counted_twice() -> None:
 
 def test_per_entry_boosts() -> None:
     doc = BiasSet((BiasEntry("Bob", 3.0), BiasEntry("Ana")), (BiasEntry("hall lamp", 0.5),))
-    g = BiasGraph.from_document(doc, TOKENS, 1.0, possessives=False)
+    g = BiasGraph.from_document(doc, TOKENS, 1.0, possessives=False, hold=1.0)
     assert g.score_text("call bob") == 12.0
     assert g.score_text("call ana") == 4.0
     assert g.score_text("the hall lamp") == 5.0
-    # a token shared by two names earns the larger boost while both are possible
-    shared = BiasGraph.from_entries([("ann", "contact", 1.0), ("anna", "contact", 2.0)], TOKENS, possessives=False)
-    assert shared.score_text("ann") == pytest.approx(2.0 + 2.0 + 2.0 + 1.0)
+    # a token shared by two names earns the larger boost while both are possible; a completed name earns
+    # its own boost per token
+    shared = BiasGraph.from_entries([("ann", "contact", 1.0), ("anna", "contact", 2.0)], TOKENS, possessives=False,
+                                    hold=1.0)
+    assert running_totals(shared, "ann") == [2.0, 4.0, 6.0]
+    assert shared.score_text("ann") == pytest.approx(4.0)
     assert shared.score_text("anna") == pytest.approx(10.0)
+
+
+def test_hold_gives_part_of_the_credit_while_matching_and_the_rest_on_completion() -> None:
+    g = BiasGraph.from_entries([("ana", "contact", 2.0)], TOKENS, possessives=False, hold=0.25)
+    assert running_totals(g, "ana ") == [0.5, 1.0, 1.5, 8.0]
+    assert g.score_text("ana") == 8.0 and g.score_text("anat") == 0.0
+    with pytest.raises(ValueError, match="hold"):
+        BiasGraph((), TOKENS, hold=1.5)
 
 
 def test_names_are_normalised_like_training_text() -> None:
@@ -200,11 +215,11 @@ def test_a_thousand_names_build_quickly_and_advance_is_cheap() -> None:
 
 
 def test_graph_cache_builds_once_per_document() -> None:
-    cache = BiasGraphCache(TOKENS, 1.0)
+    cache = BiasGraphCache(TOKENS, 1.0, hold=0.5)
     first = BiasSet.of(["ana"])
     assert cache.graph(first) is cache.graph(BiasSet.of(["ana"]))
     state = cache(first)
-    assert state.advance(TOKENS.encode("a")[0])[1] == 1.0
+    assert state.advance(TOKENS.encode("a")[0])[1] == 0.5
     second = BiasSet.of(["bob"])
     assert cache.graph(second) is not cache.graph(first)
 
@@ -364,12 +379,13 @@ def decode(favoured: str, other: str, margin: float, bias: BiasGraph | None) -> 
     return stream.nbest()
 
 
-def test_biasing_rescues_a_name_the_acoustics_slightly_disfavour() -> None:
+@pytest.mark.parametrize("hold", [1.0, DEFAULT_HOLD])
+def test_biasing_rescues_a_name_the_acoustics_slightly_disfavour(hold: float) -> None:
     plain = decode("call shivon", "call siobhan", 2.0, None)
     assert plain[0].text == "call shivon"
     assert "call siobhan" in [h.text for h in plain]  # the name is in the beam, just behind
     assert plain[0].bias_score == 0.0
-    g = graph(["Siobhan Okafor", "Siobhan"], score=1.5)
+    g = graph(["Siobhan Okafor", "Siobhan"], score=1.5, hold=hold)
     biased = decode("call shivon", "call siobhan", 2.0, g)
     best = biased[0]
     assert best.text == "call siobhan"
