@@ -110,6 +110,15 @@ STAGES: StageTable = (
 )
 
 
+def install_package(ctx: Context, destination: Path) -> None:
+    """Replace ``destination`` (e.g. models/recognizer) with the packaged model directory."""
+    package = ctx.work / "package"
+    if destination.exists():
+        shutil.rmtree(destination)
+    shutil.copytree(package, destination)
+    log.info("installed %s -> %s", package, destination)
+
+
 def parse_stages(spec: str) -> set[int]:
     selected: set[int] = set()
     for part in spec.split(","):
@@ -143,11 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx.work.mkdir(parents=True, exist_ok=True)
     run_stages(ctx, parse_stages(args.stages), args.force)
     if args.install is not None:
-        package = ctx.work / "package"
-        if args.install.exists():
-            shutil.rmtree(args.install)
-        shutil.copytree(package, args.install)
-        log.info("installed %s -> %s", package, args.install)
+        install_package(ctx, args.install)
     return 0
 
 

@@ -46,7 +46,7 @@ from daemon.frontend import SAMPLE_RATE, Frontend, FrontendConfig
 from daemon.modelcard import ModelCard, sha256_file
 from daemon.wake import WAKE_FILE, WakeDetector, WakeModel, WakeSettings, detections_from_scores
 from training import augment, text_corpus, voices, wake_data
-from training.recipe import Context, StageTable, lazy_stage, parse_stages, run_stages
+from training.recipe import Context, StageTable, install_package, lazy_stage, parse_stages, run_stages
 from training.stages import (
     _run_synth,
     _uniform,
@@ -710,11 +710,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx.work.mkdir(parents=True, exist_ok=True)
     run_stages(ctx, stages, args.force, STAGES)
     if args.install is not None:
-        package = ctx.work / "package"
-        if args.install.exists():
-            shutil.rmtree(args.install)
-        shutil.copytree(package, args.install)
-        log.info("installed %s -> %s", package, args.install)
+        install_package(ctx, args.install)
     return 0
 
 
