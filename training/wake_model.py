@@ -187,7 +187,8 @@ class WakeTrainConfig:
     positive_weight: float = 1.0  # loss weight of positive windows
     freq_mask: int = 6  # widest band of mel channels masked (SpecAugment), 0: none
     time_mask: int = 15  # longest run of frames masked, 0: none
-    time_budget_min: float = 20.0  # wall-clock minutes; training ends (annealed) when this runs out
+    time_budget_min: float = 20.0  # CPU minutes per thread (wall-clock minutes on idle cores); training ends,
+    # annealed, when this runs out
     threads: int = 2
     log_every: int = 200
 
@@ -333,8 +334,10 @@ def train(data: SceneFeatures, model_cfg: WakeModelConfig, cfg: WakeTrainConfig,
     step = 0
     for step in range(1, cfg.steps + 1):
         # Progress is steps done or time spent, whichever is further along, so a run cut by the time budget
-        # still ends with its learning rate annealed.
-        progress = max((step - 1) / cfg.steps, (time.monotonic() - started) / budget)
+        # still ends with its learning rate annealed. Time is CPU time per thread: on idle cores it is wall
+        # time, and a shared or paused machine gets the same model, only later.
+        spent = (time.process_time() - cpu_started) / cfg.threads
+        progress = max((step - 1) / cfg.steps, spent / budget)
         if progress >= 1.0:
             log.warning("time budget of %.1f min spent: stopping at step %d of %d", cfg.time_budget_min, step - 1,
                         cfg.steps)
