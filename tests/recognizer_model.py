@@ -37,7 +37,7 @@ def _fingerprint() -> str:
     return digest.hexdigest()[:16]
 
 
-def _speech_like(rng: np.random.Generator, seconds: float) -> np.ndarray:
+def speech_like(rng: np.random.Generator, seconds: float) -> np.ndarray:
     """Voiced stretches, noise bursts and pauses: calibration input with a speech-like spread of levels."""
     rate = 16000
     pieces: list[np.ndarray] = []
@@ -78,7 +78,7 @@ def build_random_model(out_dir: Path, seed: int = 5, architecture: dict[str, int
     cfg = ModelConfig(**(small if architecture is None else architecture))
     rng = np.random.default_rng(seed)
     frontend = Frontend()
-    feats = [frontend.compute(_speech_like(rng, rng.uniform(1.5, 3.0))) for _ in range(4)]
+    feats = [frontend.compute(speech_like(rng, rng.uniform(1.5, 3.0))) for _ in range(4)]
     torch.manual_seed(seed)
     model = Transducer(cfg).eval()
     stacked = np.concatenate(feats, axis=0)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from recognizer_model import speech_like
 from torch import nn
 
 from daemon.frontend import Frontend
@@ -43,26 +44,6 @@ PRUNE_FRACTION = 0.6
 CLEAR_MARGIN = 0.05  # of the spread (max - min) of a row of logits
 
 
-def _speech_like(rng: np.random.Generator, seconds: float) -> np.ndarray:
-    """Voiced segments (harmonics with a moving pitch), noise bursts and pauses at 16 kHz."""
-    rate = 16000
-    pieces: list[np.ndarray] = []
-    while sum(len(p) for p in pieces) < seconds * rate:
-        n = int(rng.uniform(0.08, 0.3) * rate)
-        t = np.arange(n) / rate
-        kind = rng.integers(3)
-        if kind == 0:
-            f0 = rng.uniform(90, 250) * (1 + 0.1 * np.sin(2 * np.pi * rng.uniform(1, 4) * t))
-            phase = 2 * np.pi * np.cumsum(f0) / rate
-            piece = np.sum([np.sin(k * phase) / k for k in range(1, 12)], axis=0)
-        elif kind == 1:
-            piece = rng.normal(size=n) * 0.5
-        else:
-            piece = rng.normal(size=n) * 0.01
-        pieces.append(piece * rng.uniform(0.05, 0.4) * np.hanning(n))
-    return np.concatenate(pieces).astype(np.float32)
-
-
 def _prune_by_magnitude(model: nn.Module, fraction: float) -> None:
     """Zero the smallest ``fraction`` of every weight matrix (what the training recipe's pruning does)."""
     with torch.no_grad():
@@ -77,7 +58,7 @@ def _prune_by_magnitude(model: nn.Module, fraction: float) -> None:
 def features() -> list[np.ndarray]:
     rng = np.random.default_rng(7)
     frontend = Frontend()
-    return [frontend.compute(_speech_like(rng, rng.uniform(1.5, 3.0))) for _ in range(6)]
+    return [frontend.compute(speech_like(rng, rng.uniform(1.5, 3.0))) for _ in range(6)]
 
 
 @pytest.fixture(scope="module")

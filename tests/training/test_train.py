@@ -1,0 +1,64 @@
+"""Training-time feature augmentation: voice/channel perturbation and SpecAugment in the log-mel domain."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from training.features import Batch
+from training.train import TrainConfig, spec_augment, voice_augment
+
+N_MELS = 40
+
+
+def _batch(frames: int = 60, peak_band: int = 20) -> Batch:
+    """Two utterances whose energy sits in one mel band (a formant-like peak), the rest quiet."""
+    feats = torch.full((2, frames, N_MELS), -10.0)
+    feats[:, :, peak_band] = 0.0
+    return Batch(feats, torch.tensor([frames // 6, frames // 6]), torch.zeros(2, 3, dtype=torch.long),
+                 torch.tensor([3, 3]))
+
+
+def test_no_perturbation_when_switched_off() -> None:
+    batch = _batch()
+    off = TrainConfig(mel_warp=0.0, eq_tilt=0.0, eq_ripple=0.0)
+    out = voice_augment(batch, off, np.random.default_rng(0))
+    assert torch.equal(out.feats, batch.feats) and out.feats is not batch.feats
+
+
+def test_mel_warp_moves_the_peak_and_keeps_the_shape() -> None:
+    batch = _batch(peak_band=20)
+    warp_only = TrainConfig(mel_warp=0.15, eq_tilt=0.0, eq_ripple=0.0)
+    peaks = set()
+    for seed in range(8):
+        out = voice_augment(batch, warp_only, np.random.default_rng(seed))
+        assert out.feats.shape == batch.feats.shape and torch.equal(out.tokens, batch.tokens)
+        assert torch.isfinite(out.feats).all()
+        peaks.update(int(p) for p in out.feats[:, 0].argmax(dim=1))
+        # A warp only moves energy along the mel axis: never louder than the loudest input band.
+        assert float(out.feats.max()) <= 0.0 + 1e-6
+    assert len(peaks) > 2  # formants land in several different bands (factors 0.85..1.15 move 20 by ±3)
+    assert all(17 <= p <= 24 for p in peaks)
+
+
+def test_equaliser_curve_is_smooth_bounded_and_the_same_for_every_frame() -> None:
+    batch = _batch()
+    eq_only = TrainConfig(mel_warp=0.0, eq_tilt=0.8, eq_ripple=0.3)
+    out = voice_augment(batch, eq_only, np.random.default_rng(3))
+    curve = (out.feats - batch.feats)[0]
+    assert torch.allclose(curve, curve[0].expand_as(curve))  # one filter per utterance, not per frame
+    assert float(curve.abs().max()) <= 0.4 + 3 * 0.3 + 1e-5  # |tilt| / 2 + three ripples
+    assert float((curve[0, 1:] - curve[0, :-1]).abs().max()) < 0.2  # smooth across neighbouring bands
+    assert not torch.allclose(out.feats[0], out.feats[1])  # each utterance gets its own
+
+
+def test_time_masks_grow_with_the_utterance() -> None:
+    cfg = TrainConfig(freq_masks=0, time_masks=1, time_mask_every=100, time_mask_width=10)
+    long = Batch(torch.zeros(1, 1200, N_MELS) + torch.arange(1200.0)[None, :, None],
+                 torch.tensor([200]), torch.zeros(1, 3, dtype=torch.long), torch.tensor([3]))
+    masked = []
+    for seed in range(5):
+        out = spec_augment(long, cfg, 6, np.random.default_rng(seed))
+        masked.append(int((out.feats[0, :, 0] != long.feats[0, :, 0]).sum()))
+    # 12 masks of up to 10 frames each (one per 100 frames), against one mask of at most 10 frames.
+    assert max(masked) > 10
