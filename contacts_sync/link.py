@@ -13,14 +13,13 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from contacts_sync.homeassistant import DiscoveryState
 from daemon.messages import BiasSet, encode
-from daemon.mqtt import MqttSettings, Topics
+from daemon.mqtt import MqttError, MqttSettings, Topics, make_client
 
 log = logging.getLogger(__name__)
 
@@ -53,24 +52,10 @@ class SyncLink:
         self._client = self._make_client()
 
     def _make_client(self) -> paho.Client:
-        s = self.settings
-        v5 = s.protocol == "5"
-        client = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=s.client_id or "",
-            protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
-            clean_session=None if v5 else True,
-        )
-        client.enable_logger(logging.getLogger(f"{__name__}.paho"))
-        if s.username is not None:
-            client.username_pw_set(s.username, s.password)
-        if s.tls:
-            try:
-                client.tls_set(ca_certs=s.ca_certs, certfile=s.certfile, keyfile=s.keyfile)
-            except (OSError, ssl.SSLError, ValueError) as exc:
-                raise LinkError(f"MQTT TLS: cannot load the CA/certificate/key files: {exc}") from exc
-            client.tls_insecure_set(s.tls_insecure)
-        client.reconnect_delay_set(cast(int, s.reconnect_min_s), cast(int, s.reconnect_max_s))
+        try:
+            client = make_client(self.settings, self.settings.client_id or "", f"{__name__}.paho")
+        except MqttError as exc:
+            raise LinkError(str(exc)) from exc
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe

@@ -74,6 +74,7 @@ __all__ = [
     "PublisherStatus",
     "Topics",
     "hermes_hotword_detected",
+    "make_client",
     "settings_from_config",
 ]
 
@@ -237,6 +238,34 @@ def settings_from_config(config: Config) -> MqttSettings:
     )
 
 
+def make_client(settings: MqttSettings, client_id: str, logger: str,
+                will: tuple[str, bytes] | None = None) -> paho.Client:
+    """A paho client with the protocol, credentials, TLS and reconnect back-off of ``settings`` (not yet
+    connected; callbacks are the caller's). ``will``: (topic, payload) published retained, QoS 1, when the
+    connection is lost. :class:`MqttError` when the TLS files cannot be loaded."""
+    v5 = settings.protocol == "5"
+    client = paho.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
+        clean_session=None if v5 else True,
+    )
+    client.enable_logger(logging.getLogger(logger))
+    if will is not None:
+        client.will_set(will[0], will[1], qos=1, retain=True)
+    if settings.username is not None:
+        client.username_pw_set(settings.username, settings.password)
+    if settings.tls:
+        try:
+            client.tls_set(ca_certs=settings.ca_certs, certfile=settings.certfile, keyfile=settings.keyfile)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            raise MqttError(f"MQTT TLS: cannot load the CA/certificate/key files: {exc}") from exc
+        client.tls_insecure_set(settings.tls_insecure)
+    # paho annotates the delays as int but computes with them as numbers; fractions work.
+    client.reconnect_delay_set(cast(int, settings.reconnect_min_s), cast(int, settings.reconnect_max_s))
+    return client
+
+
 @dataclass(frozen=True)
 class PublisherStatus:
     connected: bool
@@ -321,26 +350,9 @@ class Publisher:
 
     def _make_client(self) -> paho.Client:
         s = self.settings
-        v5 = s.protocol == "5"
-        client = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=s.client_id or f"harkd-{s.device_id}",
-            protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
-            clean_session=None if v5 else True,
-        )
-        client.enable_logger(logging.getLogger(f"{__name__}.paho"))
         offline = Status(s.device_id, "offline", self._version, self._models)
-        client.will_set(self.topics.status, encode(offline), qos=1, retain=True)
-        if s.username is not None:
-            client.username_pw_set(s.username, s.password)
-        if s.tls:
-            try:
-                client.tls_set(ca_certs=s.ca_certs, certfile=s.certfile, keyfile=s.keyfile)
-            except (OSError, ssl.SSLError, ValueError) as exc:
-                raise MqttError(f"MQTT TLS: cannot load the CA/certificate/key files: {exc}") from exc
-            client.tls_insecure_set(s.tls_insecure)
-        # paho annotates the delays as int but computes with them as numbers; fractions work.
-        client.reconnect_delay_set(cast(int, s.reconnect_min_s), cast(int, s.reconnect_max_s))
+        client = make_client(s, s.client_id or f"harkd-{s.device_id}", f"{__name__}.paho",
+                             will=(self.topics.status, encode(offline)))
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
