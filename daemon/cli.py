@@ -18,6 +18,8 @@ COMMAND_MODULES = (
     "daemon.commands.run",
     "daemon.commands.contacts",
     "daemon.commands.wake",
+    "daemon.commands.media_sim",
+    "daemon.commands.rescore",
 )
 
 

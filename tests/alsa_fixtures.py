@@ -1,4 +1,4 @@
-"""ALSA capture devices backed by files, so tests drive real PortAudio without sound hardware.
+"""ALSA devices backed by files, so tests drive real PortAudio without sound hardware.
 
 An ALSA ``file`` plugin PCM reads its ``infile`` as raw little-endian 16-bit samples (interleaved when
 more than one channel is opened). Two flavours:
@@ -9,6 +9,8 @@ more than one channel is opened). Two flavours:
   neither side blocks on open) and writes the samples into it; capture then delivers exactly those samples
   and waits for more, which makes bit-exact comparisons possible. Closing the test's end gives the reader
   end-of-file, so the stream can be stopped.
+
+A playback device (:meth:`AlsaDevices.add_output_device`) writes what is played to a raw file.
 
 PortAudio reads the ALSA configuration when it initialises, so captures run in a subprocess whose
 ``ALSA_CONFIG_PATH`` names the system ``alsa.conf`` plus our own file (:meth:`AlsaDevices.run_python`).
@@ -68,6 +70,15 @@ class AlsaDevices:
         os.mkfifo(fifo)
         self._add_pcm(name, fifo)
         return fifo
+
+    def add_output_device(self, name: str) -> Path:
+        """A playback device that writes what is played to a raw file (little-endian 16-bit, interleaved);
+        returns the file's path. Like the capture devices it is not paced: it takes audio as fast as it comes."""
+        out = self.directory / f"{name}.out.raw"
+        entry = f'pcm.{name} {{ type file; slave {{ pcm "null" }} file "{out}"; format "raw" }}\n'
+        with self.conf.open("a") as handle:
+            handle.write(entry)
+        return out
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
