@@ -1,7 +1,8 @@
 """Context-biasing benchmark: held-out names and appliances, with and without the household's bias list.
 
     python -m bench.bias [--manifest work/recognizer/speech-test/manifest.jsonl | --synth 300]
-                         [--conditions clean] [--boost 1,1.5] [--hold 0.25] [--engines harkd,whisper] [--json out.json]
+                         [--conditions clean] [--boost 1,1.5] [--hold 0.25] [--verify both] [--engines harkd,whisper]
+                         [--json out.json]
 
 Audio: the recipe's held-out test set when its manifest exists (sentences whose contacts and appliances were
 never in training, read by held-out voices), else ``--synth N`` sentences from the same held-out pools
@@ -19,6 +20,10 @@ What is measured, against the issue's targets:
 * **decode time** with a 1,000-entry list against none, CPU seconds of this process, interleaved per
   utterance. Target: at most +15 %.
 * **Whisper tiny.en** side by side in the same run, given the same names as its prompt.
+
+Each list is tried with biasing in the beam search only and, with ``--verify on`` or ``both`` (the default),
+also followed by acoustically verified name substitution (:mod:`daemon.bias_verify`; rows marked
+"+ verify"), on the same utterances and lists; the decode-time comparison then times all three.
 
 Every output goes through harkd's text normaliser before scoring. One thread per engine; the machine is
 shared, so compare within a run.
@@ -186,15 +191,20 @@ def big_list(count: int, seed: int) -> BiasSet:
 
 
 class Harkd:
-    def __init__(self, model_dir: Path, beam: int) -> None:
-        self.recognizer = Recognizer.load(model_dir, threads=1, decode=DecodeConfig(beam=beam))
+    def __init__(self, model_dir: Path, beam: int, verify_distance: float = DecodeConfig.verify_max_distance,
+                 verify_candidates: int = DecodeConfig.verify_candidates) -> None:
+        self.recognizer = Recognizer.load(model_dir, threads=1, decode=DecodeConfig(beam=beam, verify_bias=False))
+        r = self.recognizer
+        verify = DecodeConfig(beam=beam, verify_bias=True, verify_max_distance=verify_distance,
+                              verify_candidates=verify_candidates)
+        self.verifying = Recognizer(r.backend, r.tokens, r.frontend, verify, r.card)  # the same models
 
     def graph(self, doc: BiasSet, boost: float, hold: float) -> BiasGraph:
         return BiasGraph.from_document(doc, self.recognizer.tokens, boost, hold=hold)
 
-    def decode(self, audio: Int16Array, bias: BiasState | None) -> tuple[str, float]:
+    def decode(self, audio: Int16Array, bias: BiasState | None, verify: bool = False) -> tuple[str, float]:
         started = time.process_time()
-        stream = self.recognizer.stream(bias=bias)
+        stream = (self.verifying if verify else self.recognizer).stream(bias=bias)
         for i in range(0, len(audio), 1600):
             stream.accept_waveform(audio[i : i + 1600])
         stream.finalize()
@@ -245,13 +255,15 @@ def _progress(label: str, i: int, n: int) -> None:
     print(f"\r{label}: {i}/{n}", end="" if i < n else "\n", file=sys.stderr, flush=True)
 
 
-def _key(boost: float, hold: float) -> str:
-    return f"boost {boost:g}" + ("" if hold == 1.0 else f" hold {hold:g}")
+def _key(boost: float, hold: float, verify: bool = False) -> str:
+    return f"boost {boost:g}" + ("" if hold == 1.0 else f" hold {hold:g}") + (" + verify" if verify else "")
 
 
 def run(rows: list[Row], engines: Sequence[str], model_dir: Path, boosts: Sequence[tuple[float, float]],
         household: int,
-        fill: int, distractors: int, timing_list: int, beam: int, seed: int) -> dict[str, Any]:
+        fill: int, distractors: int, timing_list: int, beam: int, seed: int,
+        verify: Sequence[bool] = (False,), verify_distance: float = DecodeConfig.verify_max_distance,
+        verify_candidates: int = DecodeConfig.verify_candidates) -> dict[str, Any]:
     named = [r for r in rows if r.entities]
     plain = [r for r in rows if not r.entities]
     homes = households(named, household, fill, seed)
@@ -267,7 +279,8 @@ def run(rows: list[Row], engines: Sequence[str], model_dir: Path, boosts: Sequen
     results: dict[str, dict[str, Any]] = report["results"]
 
     if "harkd" in engines:
-        harkd = Harkd(model_dir, beam)
+        harkd = Harkd(model_dir, beam, verify_distance, verify_candidates)
+        report["verify"] = {"max_distance": verify_distance, "candidates": verify_candidates}
         plain_runs = {"none": Run()}
         named_runs = {"none": Run()}
         for i, row in enumerate(named, 1):
@@ -277,37 +290,42 @@ def run(rows: list[Row], engines: Sequence[str], model_dir: Path, boosts: Sequen
             plain_runs["none"].add(row, *harkd.decode(row.audio, None))
             _progress("harkd, plain, no list", i, len(plain))
         for boost, hold in boosts:
-            key = _key(boost, hold)
-            named_runs[key] = Run()
-            done = 0
-            for group, doc in homes:
-                state = harkd.graph(doc, boost, hold).initial_state()
-                for row in group:
-                    named_runs[key].add(row, *harkd.decode(row.audio, state))
-                    done += 1
-                    _progress(f"harkd, named, household list, {key}", done, len(named))
-            plain_runs[key] = Run()
-            state = harkd.graph(noise_list, boost, hold).initial_state()
-            for i, row in enumerate(plain, 1):
-                plain_runs[key].add(row, *harkd.decode(row.audio, state))
-                _progress(f"harkd, plain, {distractors} distractors, {key}", i, len(plain))
-        # Decode time: interleaved per utterance, a 1,000-entry list against none.
+            for verified in verify:
+                key = _key(boost, hold, verified)
+                named_runs[key] = Run()
+                done = 0
+                for group, doc in homes:
+                    state = harkd.graph(doc, boost, hold).initial_state()
+                    for row in group:
+                        named_runs[key].add(row, *harkd.decode(row.audio, state, verified))
+                        done += 1
+                        _progress(f"harkd, named, household list, {key}", done, len(named))
+                plain_runs[key] = Run()
+                state = harkd.graph(noise_list, boost, hold).initial_state()
+                for i, row in enumerate(plain, 1):
+                    plain_runs[key].add(row, *harkd.decode(row.audio, state, verified))
+                    _progress(f"harkd, plain, {distractors} distractors, {key}", i, len(plain))
+        # Decode time: interleaved per utterance, a 1,000-entry list against none (in the beam search only,
+        # and followed by verification).
         timing_doc = big_list(timing_list, seed)
         large = harkd.graph(timing_doc, *boosts[0])
-        plain_cpu = biased_cpu = 0.0
+        plain_cpu = 0.0
+        biased_cpu = dict.fromkeys(verify, 0.0)
         for i, row in enumerate(rows, 1):
-            _, a = harkd.decode(row.audio, None)
-            _, b = harkd.decode(row.audio, large.initial_state())
-            plain_cpu += a
-            biased_cpu += b
+            plain_cpu += harkd.decode(row.audio, None)[1]
+            for verified in verify:
+                biased_cpu[verified] += harkd.decode(row.audio, large.initial_state(), verified)[1]
             _progress(f"harkd, decode time, {timing_list}-entry list", i, len(rows))
+        timing: dict[str, Any] = {"list_entries": len(timing_doc.phrases), "graph_phrases": len(large.phrases),
+                                  "graph_states": large.num_states, "cpu_s_no_list": round(plain_cpu, 2)}
+        for verified, cpu in biased_cpu.items():
+            suffix = "_verify" if verified else ""
+            timing[f"cpu_s_with_list{suffix}"] = round(cpu, 2)
+            timing[f"rise{suffix}"] = round(cpu / plain_cpu - 1.0, 4) if plain_cpu else None
         results["harkd"] = {
             "named": {k: r.summary() for k, r in named_runs.items()},
             "plain": {k: r.summary() for k, r in plain_runs.items()},
-            "timing": {"list_entries": len(timing_doc.phrases), "graph_phrases": len(large.phrases),
-                       "graph_states": large.num_states,
-                       "cpu_s_no_list": round(plain_cpu, 2), "cpu_s_with_list": round(biased_cpu, 2),
-                       "rise": round(biased_cpu / plain_cpu - 1.0, 4) if plain_cpu else None},
+            "timing": timing,
         }
 
     if "whisper" in engines:
@@ -329,11 +347,12 @@ def run(rows: list[Row], engines: Sequence[str], model_dir: Path, boosts: Sequen
             _progress("whisper, plain", i, len(plain))
         results["whisper"] = {"named": {k: r.summary() for k, r in w_named.items()},
                               "plain": {k: r.summary() for k, r in w_plain.items()}}
-    report["targets"] = targets(report, boosts)
+    report["targets"] = targets(report, boosts, verify)
     return report
 
 
-def targets(report: dict[str, Any], boosts: Sequence[tuple[float, float]]) -> dict[str, Any]:
+def targets(report: dict[str, Any], boosts: Sequence[tuple[float, float]],
+            verify: Sequence[bool] = (False,)) -> dict[str, Any]:
     harkd = report["results"].get("harkd")
     if harkd is None:
         return {}
@@ -341,20 +360,23 @@ def targets(report: dict[str, Any], boosts: Sequence[tuple[float, float]]) -> di
     base_acc = (harkd["named"]["none"]["entity_accuracy_percent"] or 0.0) / 100
     base_wer = harkd["plain"]["none"]["wer_percent"] / 100
     for boost, hold in boosts:
-        key = _key(boost, hold)
-        acc = (harkd["named"][key]["entity_accuracy_percent"] or 0.0) / 100
-        wer = harkd["plain"][key]["wer_percent"] / 100
-        out[key] = {
-            "entity_accuracy": round(acc, 4),
-            "entity_accuracy_ok": acc >= TARGET_ENTITY_ACCURACY,
-            "gain": round(acc / base_acc, 2) if base_acc else None,
-            "gain_ok": acc > 0.0 and acc >= TARGET_GAIN * base_acc,
-            "wer_rise_points": round(100 * (wer - base_wer), 2),
-            "wer_rise_ok": wer - base_wer <= TARGET_WER_RISE,
-        }
-    rise = harkd["timing"]["rise"]
-    out["decode_time_rise"] = rise
-    out["decode_time_ok"] = rise is not None and rise <= TARGET_TIME_RISE
+        for verified in verify:
+            key = _key(boost, hold, verified)
+            acc = (harkd["named"][key]["entity_accuracy_percent"] or 0.0) / 100
+            wer = harkd["plain"][key]["wer_percent"] / 100
+            out[key] = {
+                "entity_accuracy": round(acc, 4),
+                "entity_accuracy_ok": acc >= TARGET_ENTITY_ACCURACY,
+                "gain": round(acc / base_acc, 2) if base_acc else None,
+                "gain_ok": acc > 0.0 and acc >= TARGET_GAIN * base_acc,
+                "wer_rise_points": round(100 * (wer - base_wer), 2),
+                "wer_rise_ok": wer - base_wer <= TARGET_WER_RISE,
+            }
+    for verified in verify:
+        suffix = "_verify" if verified else ""
+        rise = harkd["timing"].get(f"rise{suffix}")
+        out[f"decode_time_rise{suffix}"] = rise
+        out[f"decode_time_ok{suffix}"] = rise is not None and rise <= TARGET_TIME_RISE
     return out
 
 
@@ -391,6 +413,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hold", default=str(DEFAULT_HOLD),
                         help="share of the credit given while a name is matched, or several: 1,0.5")
     parser.add_argument("--beam", type=int, default=DecodeConfig.beam)
+    parser.add_argument("--verify", choices=("off", "on", "both"), default="both",
+                        help="verified name substitution after the search (daemon.bias_verify): without, with, or "
+                             "both in the same run")
+    parser.add_argument("--verify-distance", type=float, default=DecodeConfig.verify_max_distance,
+                        help="largest phonetic edit distance per character of a name (default %(default)s)")
+    parser.add_argument("--verify-candidates", type=int, default=DecodeConfig.verify_candidates,
+                        help="substitutions scored per utterance at most (default %(default)s)")
     parser.add_argument("--household", type=int, default=10, help="utterances sharing one household list")
     parser.add_argument("--fill", type=int, default=40, help="other held-out names in each household list")
     parser.add_argument("--distractors", type=int, default=300)
@@ -422,8 +451,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     boosts = [(float(b), float(h)) for b in args.boost.split(",") for h in args.hold.split(",")]
     model_dir = args.model or default_model_dir("recognizer")
+    verify = {"off": (False,), "on": (True,), "both": (False, True)}[args.verify]
     report = run(rows, engines, model_dir, boosts, args.household, args.fill, args.distractors, args.timing_list,
-                 args.beam, args.seed)
+                 args.beam, args.seed, verify, args.verify_distance, args.verify_candidates)
     report["manifest"] = str(manifest)
     if args.include is not None:
         earlier = json.loads(args.include.read_text())

@@ -207,6 +207,12 @@ class _Node:
         return self._graph._continuations[self._node]
 
     @property
+    def graph(self) -> BiasGraph:
+        """The whole graph this state belongs to (name verification at the end of an utterance needs the list:
+        :mod:`daemon.bias_verify`)."""
+        return self._graph
+
+    @property
     def held(self) -> float:
         """Credit held provisionally by the partial match in progress (withdrawn if it fails)."""
         return self._graph._held[self._node]

@@ -83,10 +83,12 @@ class AudioConfig:
 
 @dataclass(frozen=True)
 class WakeConfig:
-    engine: Literal["vad"] = "vad"  # what starts an utterance. "vad": speech onset heard by the energy voice
-    # activity detector (daemon.trigger.VadTrigger), the mode used until a wake-word model ships
-    pre_roll_ms: int = _spec(300, lo=0, hi=1000, unit="milliseconds")  # audio from before the trigger
-    # point fed to the recogniser first, so the start of the first word is not cut off
+    engine: Literal["model", "vad"] = "model"  # what starts an utterance. "model": the wake-word model
+    # (daemon.wake.WakeTrigger); "vad": any speech onset heard by the energy voice activity detector
+    # (daemon.trigger.VadTrigger), for push-to-talk style set-ups, quiet rooms and test benches
+    pre_roll_ms: int = _spec(300, lo=0, hi=1000, unit="milliseconds")  # engine vad: audio from before
+    # the speech onset fed to the recogniser first, so the start of the first word is not cut off (the
+    # model engine starts at its trigger point, just after the wake phrase)
     model: str = "wake"  # name of a shipped model, looked up by daemon.paths.default_model_dir
     model_dir: Path | None = None  # explicit model directory (model card inside); None: found from ``model``
     threshold: float = _spec(0.5, lo=0.01, hi=0.99, unit="probability")  # smoothed score that fires the
@@ -131,6 +133,11 @@ class EndpointConfig:
 class BiasConfig:
     file: Path | None = None  # bias list document (JSON, the bias/set schema) loaded at start
     boost: float = _spec(1.0, lo=0.0, hi=20.0, unit="nats per matched token")  # log-probability bonus
+    hold: float = _spec(0.25, lo=0.0, hi=1.0, unit="share of the boost")  # share of each token's bonus given
+    # while a name is still being matched (the rest when it completes; see daemon.bias)
+    verify: bool = False  # at the end of an utterance, try bias phrases that sound like a span of the best
+    # words and keep them if the model's own likelihood plus the bias says so (daemon.bias_verify; costs
+    # about 40% more decode time with 1,000 names)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,10 @@ predictor runs once per new prefix and its output is cached) and may emit again 
 Identical label sequences reached along different paths are merged by adding their probabilities.
 Candidates that already score below the ``beam``-th finished hypothesis of the frame are dropped: emitting
 more labels can only lower a score, so they could never enter the beam.
+
+With ``DecodeConfig.verify_bias`` and a bias list, the n-best of a finished stream also goes through
+acoustically verified name substitution (:mod:`daemon.bias_verify`); the stream then keeps the utterance's
+encoder frames for it.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from daemon.bias_verify import BiasLexicon, lexicon_of, verify_names
 from daemon.frontend import FeatureStream, Frontend, FrontendConfig
+from daemon.hypothesis import Hypothesis
 from daemon.modelcard import ModelCard, load_card
 from daemon.tokens import TokenTable
 
@@ -69,23 +75,13 @@ class DecodeConfig:
     max_symbols: int = 3  # labels per encoder frame at most
     expand: int = 4  # labels tried per hypothesis and step
     nbest: int = 4  # hypotheses reported
-
-
-@dataclass(frozen=True)
-class Hypothesis:
-    text: str  # normalised words separated by single spaces
-    tokens: tuple[int, ...]  # token ids (characters)
-    token_frames: tuple[int, ...]  # encoder frame at which each token was emitted
-    acoustic_score: float  # log probability from the model along the best path
-    bias_score: float  # bonus added by context biasing (0.0 without biasing)
-    # Per label: its log probability when emitted, and the bias bonus it earned (blank probabilities and a
-    # final withdrawal of unfinished bias credit are in the totals only).
-    token_acoustic_scores: tuple[float, ...] = ()
-    token_bias_scores: tuple[float, ...] = ()
-
-    @property
-    def score(self) -> float:
-        return self.acoustic_score + self.bias_score
+    # Acoustically verified name substitution when the utterance ends (daemon.bias_verify): bias phrases that
+    # sound like a span of the best hypothesis replace it if the transducer's forward log-likelihood plus the
+    # bias says so. Off by default: with a 1,000-name list it adds about 40 % to the decode time of this
+    # model (bench/bias.py), over the 15 % the issue allows.
+    verify_bias: bool = False
+    verify_max_distance: float = 0.34  # edit distance of the phonetic keys, per character of the phrase's key
+    verify_candidates: int = 4  # substitutions scored per utterance at most
 
 
 @dataclass
@@ -177,9 +173,15 @@ class RecognizerStream:
     _pred_cache: dict[tuple[int, ...], tuple[FloatArray, FloatArray, FloatArray]] = field(
         init=False, default_factory=dict
     )
+    # For verifying names at the end (DecodeConfig.verify_bias): the bias list, and the encoder frames so far.
+    _lexicon: BiasLexicon | None = field(init=False, default=None)
+    _enc_frames: list[FloatArray] = field(init=False, default_factory=list)
+    _verified: list[Hypothesis] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         backend = self.recognizer.backend
+        if self.recognizer.decode.verify_bias:
+            self._lexicon = lexicon_of(self.bias)
         self._features = self.recognizer.frontend.stream()
         self._state = backend.initial_encoder_state()
         h, c = backend.initial_predictor_state()
@@ -220,7 +222,26 @@ class RecognizerStream:
 
     # -- output --------------------------------------------------------------------------------------
     def nbest(self, n: int | None = None) -> list[Hypothesis]:
+        """The best ``n`` hypotheses (default ``DecodeConfig.nbest``), best first. Once finalised, and with
+        ``verify_bias``, they include the verified name substitutions of :mod:`daemon.bias_verify`."""
         n = n or self.recognizer.decode.nbest
+        if self.finished and self._lexicon is not None:
+            if self._verified is None:
+                self._verified = self._verify_names()
+            return self._verified[:n]
+        return self._beam_nbest(n)
+
+    def _verify_names(self) -> list[Hypothesis]:
+        cfg = self.recognizer.decode
+        beam = self._beam_nbest(cfg.nbest)
+        if self._lexicon is None or not self._enc_frames:
+            return beam
+        verified = verify_names(beam, np.concatenate(self._enc_frames), self.recognizer.backend,
+                                self.recognizer.tokens, self._lexicon, self._pred_cache,
+                                max_distance=cfg.verify_max_distance, candidates=cfg.verify_candidates)
+        return beam if verified is None else verified
+
+    def _beam_nbest(self, n: int) -> list[Hypothesis]:
         final = self.finished
         ranked = sorted(self._hyps, key=lambda h: self._final_score(h) if final else h.score, reverse=True)
         tokens = self.recognizer.tokens
@@ -254,6 +275,8 @@ class RecognizerStream:
 
     def _encode_and_search(self, chunk: FloatArray) -> None:
         enc, self._state = self.recognizer.backend.encode(chunk, self._state)
+        if self._lexicon is not None:
+            self._enc_frames.append(enc)
         for frame in enc:
             self._search_frame(frame)
             self.frames_decoded += 1

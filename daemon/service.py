@@ -48,6 +48,7 @@ from daemon.pipeline import BiasStore, Pipeline, PipelineSettings
 from daemon.recognizer import DecodeConfig, Recognizer
 from daemon.systemd_notify import Notifier
 from daemon.trigger import Trigger, VadTrigger
+from daemon.wake import WakeTrigger
 
 __all__ = ["EXIT_CONFIG", "EXIT_FAILURE", "EXIT_OK", "EXIT_STARTUP", "Service", "StartupError",
            "make_trigger"]
@@ -71,7 +72,11 @@ def make_trigger(wake: WakeConfig) -> Trigger:
     """The trigger ``wake.engine`` names."""
     if wake.engine == "vad":
         return VadTrigger(pre_roll_ms=wake.pre_roll_ms)
-    raise StartupError(f"wake.engine {wake.engine!r} is not available in this build")
+    try:
+        return WakeTrigger.from_config(wake)
+    except (ModelError, ValueError, OSError) as exc:
+        raise StartupError(f"wake model: {exc} (set wake.model_dir, install the model as {wake.model_path}, "
+                           f"or set wake.engine: vad to start utterances on any speech)") from exc
 
 
 def _wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
@@ -127,7 +132,8 @@ class Service:
         self._step(f"loading the recogniser from {model_dir}")
         try:
             recognizer = Recognizer.load(model_dir, threads=config.recognizer.threads,
-                                         decode=DecodeConfig(beam=config.recognizer.beam_size))
+                                         decode=DecodeConfig(beam=config.recognizer.beam_size,
+                                                             verify_bias=config.bias.verify))
         except (ModelError, ValueError, OSError) as exc:
             raise StartupError(f"recogniser model: {exc} (set recognizer.model_dir, or install the model "
                                f"as {model_dir})") from exc
@@ -174,7 +180,8 @@ class Service:
         # 4. pipeline
         pipeline = Pipeline(recognizer, trigger, publisher, PipelineSettings.from_config(config),
                             lambda: endpoints_from_config(config), source=source, notifier=self.notifier,
-                            bias=bias, make_bias=BiasGraphCache(recognizer.tokens, config.bias.boost),
+                            bias=bias, make_bias=BiasGraphCache(recognizer.tokens, config.bias.boost,
+                                                                     hold=config.bias.hold),
                             models=models, publisher_status=publisher.status)
         pipeline.start()
         stack.callback(pipeline.stop)

@@ -10,6 +10,14 @@ from daemon.modelcard import ModelCard, ModelError
 from daemon.recognizer import FloatArray
 from daemon.tflite import ENCODER_FILE, JOINER_FILE, PREDICTOR_FILE, Graph, TFLiteError
 
+# Joiner batches above BULK_JOIN_ROWS rows (whole hypotheses scored at once: daemon.bias_verify) run on joiners
+# of their own, so the one the beam search calls keeps its small size (a joiner runs every batch at the largest
+# size it was given): in chunks of BULK_CHUNK_ROWS, the last one padded to a multiple of BULK_STEP_ROWS, one
+# joiner per size (eight at most), each allocated once.
+BULK_JOIN_ROWS = 32
+BULK_CHUNK_ROWS = 512
+BULK_STEP_ROWS = 64
+
 
 class TfliteTransducer:
     def __init__(self, model_dir: Path, card: ModelCard, threads: int = 1) -> None:
@@ -28,6 +36,9 @@ class TfliteTransducer:
         self._state_shape = self.encoder.input_shape("state")
         # The joiner is always called with this many rows (padded) so the interpreter never re-allocates.
         self._join_rows = max(1, self.joiner.input_shape("pred")[0])
+        self._joiner_path = model_dir / JOINER_FILE
+        self._threads = threads
+        self._bulk_joiners: dict[int, tuple[Graph, tuple[FloatArray, FloatArray]]] = {}  # by rows, with inputs
 
     def initial_encoder_state(self) -> FloatArray:
         return np.zeros(self._state_shape, dtype=np.float32)
@@ -46,9 +57,28 @@ class TfliteTransducer:
 
     def join(self, enc: FloatArray, preds: FloatArray) -> FloatArray:
         n = len(preds)
+        if n > max(BULK_JOIN_ROWS, self._join_rows):
+            return self._join_bulk(np.broadcast_to(enc, preds.shape), preds)
         rows = max(n, self._join_rows)
         self._join_rows = rows
         padded = np.zeros((rows, preds.shape[1]), dtype=np.float32)
         padded[:n] = preds
         logits = self.joiner.run(enc=np.broadcast_to(enc, padded.shape).copy(), pred=padded)["logits"]
         return logits[:n]
+
+    def _join_bulk(self, enc: FloatArray, preds: FloatArray) -> FloatArray:
+        """The joiner on each row pair of (N, joint_dim) encoder frames and predictor outputs, on the bulk joiners."""
+        out = []
+        for start in range(0, len(preds), BULK_CHUNK_ROWS):
+            n = min(len(preds) - start, BULK_CHUNK_ROWS)
+            rows = -(-n // BULK_STEP_ROWS) * BULK_STEP_ROWS
+            bulk = self._bulk_joiners.get(rows)
+            if bulk is None:
+                inputs = (np.zeros((rows, enc.shape[1]), dtype=np.float32),
+                          np.zeros((rows, preds.shape[1]), dtype=np.float32))
+                bulk = self._bulk_joiners[rows] = (Graph(self._joiner_path, self._threads), inputs)
+            joiner, (enc_in, pred_in) = bulk
+            enc_in[:n] = enc[start : start + n]  # rows past n keep old values: their outputs are dropped
+            pred_in[:n] = preds[start : start + n]
+            out.append(joiner.run(enc=enc_in, pred=pred_in)["logits"][:n])
+        return np.concatenate(out)

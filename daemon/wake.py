@@ -345,7 +345,10 @@ class WakeTrigger:
         """The wake model of ``wake.model_path`` with the sensitivity of the config (and its profile)."""
         model = WakeModel(wake.model_path, wake.threads)
         detector = WakeDetector(model, WakeSettings.from_config(wake))
-        return cls(detector, wake.pre_roll_ms, name=model.version)
+        # No pre-roll: the detector fires only once the phrase is over, so the utterance starts with the
+        # command. Audio from before the trigger point is the wake phrase itself, and a recogniser given its
+        # tail hears a word that was not said ("...vis" became "videos"). wake.pre_roll_ms is the VAD's.
+        return cls(detector, 0, name=model.version)
 
     @property
     def name(self) -> str:

@@ -9,7 +9,10 @@ multiply-adds per window: scored every 40 ms it costs a few milliseconds of CPU 
 Training samples windows from the stored scene features (:mod:`training.wake_data`): windows ending just
 after the phrase are positive, windows ending before its last syllable ("hey jar...") and every window of
 a negative scene are negative. Windows reaching before a scene's start are filled with the front end's
-value for digital silence, as the device's ring is at the start of a stream.
+value for digital silence, as the device's ring is at the start of a stream. Twice during training (at
+``mine_at``) the model scores every negative scene's windows and the ones it finds hardest (the likeliest
+false accepts: "hey charvis", a "jarvis" inside another sentence, a burst of music) become a share of the
+negatives of every later batch (hard-negative mining).
 
 Export (:func:`export_tflite`) folds the batch norms into the convolutions and converts to a static int8
 TFLite graph (PT2E, calibrated on training windows) with float input ``feats`` (1, window, n_mels) and
@@ -185,6 +188,11 @@ class WakeTrainConfig:
     negative_weights: dict[str, float] = field(default_factory=lambda: {
         "command": 1.0, "general": 1.0, "confusable": 2.0, "real": 1.0, "music": 1.0, "noise": 0.5, "silence": 0.3})
     positive_weight: float = 1.0  # loss weight of positive windows
+    mine_at: tuple[float, ...] = (0.4, 0.7)  # progress points at which hard negatives are mined (see below)
+    hard_share: float = 0.3  # share of the negative windows drawn from the mined hard negatives
+    mine_stride: int = 8  # frames between the negative windows scored when mining
+    mine_min_score: float = 0.02  # a negative window scoring at least this is a hard negative
+    mine_max: int = 40000  # the hardest this many are kept
     freq_mask: int = 6  # widest band of mel channels masked (SpecAugment), 0: none
     time_mask: int = 15  # longest run of frames masked, 0: none
     time_budget_min: float = 20.0  # CPU minutes per thread (wall-clock minutes on idle cores); training ends,
@@ -196,6 +204,7 @@ class WakeTrainConfig:
         data = asdict(self)
         data["label_frames"] = list(self.label_frames)
         data["partial_frames"] = list(self.partial_frames)
+        data["mine_at"] = list(self.mine_at)
         return data
 
     @classmethod
@@ -208,6 +217,8 @@ class WakeTrainConfig:
         for key in ("label_frames", "partial_frames"):
             if key in values:
                 values[key] = tuple(int(v) for v in values[key])
+        if "mine_at" in values:
+            values["mine_at"] = tuple(float(v) for v in values["mine_at"])
         if "negative_weights" in values:
             values["negative_weights"] = {**cls().negative_weights, **values["negative_weights"]}
         return cls(**values)
@@ -270,6 +281,7 @@ class WindowSampler:
         weights = np.array([cfg.negative_weights[k] for k in self.negatives])
         self._neg_p = weights / weights.sum()
         self._neg_kinds = list(self.negatives)
+        self.hard: npt.NDArray[np.int64] = np.zeros((0, 2), dtype=np.int64)  # (scene, end) of hard negatives
 
     def _scene_frames(self, scene: int) -> int:
         return int(self.data.offsets[scene + 1] - self.data.offsets[scene])
@@ -287,6 +299,9 @@ class WindowSampler:
                 end = int(self.data.ends[scene]) + int(self.rng.integers(lo, hi + 1))
                 end = min(max(end, 0), self._scene_frames(scene) - 1)
                 ys[i] = 1.0 if i < n_pos else 0.0
+            elif len(self.hard) and self.rng.random() < cfg.hard_share:
+                scene, end = (int(v) for v in self.hard[int(self.rng.integers(len(self.hard)))])
+                end = min(max(end + int(self.rng.integers(-2, 3)), 0), self._scene_frames(scene) - 1)
             else:
                 kind = self._neg_kinds[int(self.rng.choice(len(self._neg_kinds), p=self._neg_p))]
                 scene = int(self.rng.choice(self.negatives[kind]))
@@ -306,6 +321,44 @@ class WindowSampler:
                 width = int(self.rng.integers(1, cfg.time_mask + 1))
                 start = int(self.rng.integers(0, x.shape[0] - width + 1))
                 x[start : start + width] = x.mean()
+
+
+def mine_hard_negatives(model: WakeNet, data: SceneFeatures, sampler: WindowSampler, cfg: WakeTrainConfig,
+                        batch: int = 1024) -> npt.NDArray[np.int64]:
+    """(scene, end) of the negative-scene windows the model scores highest (at least ``mine_min_score``),
+    every ``mine_stride`` frames, the hardest ``mine_max`` of them."""
+    w = model.cfg.window_frames
+    scenes = np.concatenate(list(sampler.negatives.values()))
+    found: list[tuple[float, int, int]] = []
+    pending: list[npt.NDArray[np.float32]] = []
+    where: list[tuple[int, int]] = []
+
+    def flush() -> None:
+        probs = float_scores(model, np.stack(pending))
+        found.extend((float(p), sc, e) for p, (sc, e) in zip(probs, where, strict=True) if p >= cfg.mine_min_score)
+        pending.clear()
+        where.clear()
+
+    was_training = model.training
+    model.eval()
+    for scene in scenes:
+        lo, hi = int(data.offsets[scene]), int(data.offsets[scene + 1])
+        padded = np.concatenate([np.full((w - 1, data.feats.shape[1]), FILL_VALUE, np.float32),
+                                 data.feats[lo:hi].astype(np.float32)])
+        views = np.lib.stride_tricks.sliding_window_view(padded, (w, padded.shape[1]))[:, 0]
+        for end in range(cfg.mine_stride - 1, hi - lo, cfg.mine_stride):
+            pending.append(views[end])
+            where.append((int(scene), end))
+            if len(pending) >= batch:
+                flush()
+    if pending:
+        flush()
+    model.train(was_training)
+    found.sort(reverse=True)
+    kept = found[: cfg.mine_max]
+    log.info("hard negatives: %d windows of negative scenes score >= %.2f (%d kept)", len(found),
+             cfg.mine_min_score, len(kept))
+    return np.array([(sc, e) for _, sc, e in kept], dtype=np.int64).reshape(-1, 2)
 
 
 def feature_stats(data: SceneFeatures, rng: np.random.Generator, frames: int = 200_000
@@ -332,6 +385,7 @@ def train(data: SceneFeatures, model_cfg: WakeModelConfig, cfg: WakeTrainConfig,
     losses: list[float] = []
     model.train()
     step = 0
+    mined = 0
     for step in range(1, cfg.steps + 1):
         # Progress is steps done or time spent, whichever is further along, so a run cut by the time budget
         # still ends with its learning rate annealed. Time is CPU time per thread: on idle cores it is wall
@@ -343,6 +397,9 @@ def train(data: SceneFeatures, model_cfg: WakeModelConfig, cfg: WakeTrainConfig,
                         cfg.steps)
             step -= 1
             break
+        if mined < len(cfg.mine_at) and progress >= cfg.mine_at[mined]:
+            sampler.hard = mine_hard_negatives(model, data, sampler, cfg)
+            mined += 1
         for group in optimiser.param_groups:
             group["lr"] = cfg.lr * learning_rate_factor(progress)
         xs, ys = sampler.batch(cfg.batch_size)

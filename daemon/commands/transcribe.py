@@ -44,6 +44,9 @@ def register(sub: Any) -> None:
                              'entry a name or {"name": ..., "boost": ...}; the same document as bias/set')
     parser.add_argument("--bias-boost", type=float, default=DEFAULT_BOOST, metavar="NATS",
                         help="bonus per matched token for entries without their own boost (default %(default)s)")
+    parser.add_argument("--verify-bias", action="store_true",
+                        help="with --bias: after each file, put in list names that sound like words of the best "
+                             "hypothesis where the model's likelihood plus the bias says so (slower)")
     parser.set_defaults(func=run)
 
 
@@ -92,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
             return 2
     try:
         recognizer = Recognizer.load(model_dir, threads=args.threads,
-                                     decode=DecodeConfig(beam=args.beam, nbest=args.nbest))
+                                     decode=DecodeConfig(beam=args.beam, nbest=args.nbest,
+                                                         verify_bias=args.verify_bias))
     except ModelError as exc:
         print(f"harkd transcribe: {exc}", file=sys.stderr)
         return 2

@@ -40,14 +40,15 @@ def test_ready_watchdog_status_and_stopping_reach_systemd(tmp_path: Path, mosqui
             # Ready means working: the broker already has the retained "online" status.
             collector = mqtt_collector(["harkd/notified/status"])
             online = decode(Status, collector.get(5).payload)
-            assert online.state == "online" and online.models["wake"] == "vad"
+            # The recording says "hey jarvis" before each command: utterances start on the shipped wake model.
+            assert online.state == "online" and online.models["wake"].startswith("harkd-wake")
             time.sleep(1.2)
             status = harkd.stop()
             log = harkd.log()
     finally:
         notify.close()
     assert status == 0, log[-3000:]
-    assert "listening (vad trigger)" in ready["STATUS"] and "MQTT connected" in ready["STATUS"]
+    assert "listening (harkd-wake" in ready["STATUS"] and "MQTT connected" in ready["STATUS"]
     notes = notify.fields()
     before = [f["STATUS"] for t, f in notes if t < ready_at and "STATUS" in f]
     assert any("loading the recogniser" in s for s in before)
@@ -97,6 +98,7 @@ def test_unreadable_audio_file_exits_non_zero(tmp_path: Path, recognizer_model: 
     config = write_config(tmp_path / "harkd.yaml", {
         "audio": {"source": "file", "file": str(not_audio)},
         "recognizer": {"model_dir": str(recognizer_model[0])},
+        "wake": {"engine": "vad"},
     })
     result = run_briefly(["--config", str(config)], base_env())
     assert result.returncode == 2
@@ -112,6 +114,7 @@ def test_missing_microphone_keeps_the_daemon_running_and_says_so(
         "device_id": "nomic",
         "audio": {"source": "mic", "device": "harkd-no-such-mic", "retry_max_s": 0.5},
         "recognizer": {"model_dir": str(recognizer_model[0]), "threads": 1},
+        "wake": {"engine": "vad"},
         "mqtt": mqtt_settings(mosquitto),
         "metrics": {"interval_s": 0.5},
     })
@@ -155,6 +158,7 @@ def test_audio_ending_stops_the_daemon_after_delivering_everything(
         "device_id": "short",
         "audio": {"source": "file", "file": str(short), "pace": "fast"},
         "recognizer": {"model_dir": str(recognizer_model[0]), "threads": 1},
+        "wake": {"engine": "vad"},
         "mqtt": mqtt_settings(mosquitto),
     })
     with Harkd(config, base_env()) as harkd:

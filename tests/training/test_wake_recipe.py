@@ -96,6 +96,39 @@ def test_windows_before_a_scene_start_hold_the_fill_value() -> None:
     assert np.array_equal(data.window(1, 9, 4, FILL_VALUE), feats[6:] + 1)
 
 
+def test_hard_negative_mining_finds_the_windows_the_model_fires_on() -> None:
+    torch = pytest.importorskip("torch", reason="training extra (torch) not installed")
+    from training.wake_model import SceneFeatures, WakeModelConfig, WakeTrainConfig, WindowSampler, mine_hard_negatives
+
+    class LastFrameLoud(torch.nn.Module):  # a stand-in model: fires when the window's last frame is loud
+        def __init__(self) -> None:
+            super().__init__()
+            self.cfg = WakeModelConfig(window_frames=8)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return (x[:, -1, :].mean(dim=1) + 5.0) * 4.0
+
+    quiet = np.full((60, 40), -10.0, dtype=np.float32)
+    loud_end = quiet.copy()
+    loud_end[50:] = 0.0
+    data = SceneFeatures.build([("positive", quiet, 30), ("command", quiet, -1), ("music", loud_end, -1)])
+    cfg = WakeTrainConfig(mine_stride=2, mine_min_score=0.5, hard_share=1.0, partial_share=0.0, freq_mask=0,
+                          time_mask=0)
+    model = LastFrameLoud()
+    sampler = WindowSampler(data, model.cfg, cfg, np.random.default_rng(0))
+    hard = mine_hard_negatives(model, data, sampler, cfg)  # type: ignore[arg-type]
+    assert len(hard) == 5 and set(hard[:, 0]) == {2}  # the music scene only: ends 51, 53, ..., 59
+    assert sorted(hard[:, 1]) == [51, 53, 55, 57, 59]
+    sampler.hard = hard
+    xs, ys = sampler.batch(64)
+    negatives = xs[ys < 0.5]
+    # Every negative window now comes from the mined ones (hard_share 1), ending within 2 frames of one: all
+    # but those jittered to end 49 (before the loud stretch; about 4%) end loud. Drawn as before, about
+    # half of them (the other negative scene is quiet throughout) would.
+    loud_last = np.mean([window[-1].max() == 0.0 for window in negatives])
+    assert len(negatives) > 30 and loud_last > 0.8
+
+
 def test_folded_export_graph_matches_the_trained_model() -> None:
     torch = pytest.importorskip("torch", reason="training extra (torch) not installed")
     from training.wake_model import WakeGraph, WakeModelConfig, WakeNet
