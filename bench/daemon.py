@@ -1,11 +1,14 @@
 """Daemon benchmark: memory, end-of-speech to final-lattice latency, speculative lead, real-time decoding.
 
-    python -m bench.daemon [--model DIR] [--repeat 3] [--cores 0] [--json out.json]
+    python -m bench.daemon [--model DIR] [--repeat 3] [--cores 0] [--media-sim PERCENT] [--json out.json]
 
 ``harkd run`` captures from a real PortAudio device: an ALSA capture device backed by a FIFO, which this
 benchmark fills in real time (20 ms blocks) with the bundled recording (``daemon/samples/commands.wav``,
-two commands) played ``--repeat`` times. The daemon is pinned to ``--cores`` with taskset (one core by
-default), the recogniser on one thread. A subscriber on a private mosquitto times the messages.
+two commands, each after "hey jarvis") played ``--repeat`` times. The daemon is pinned to ``--cores`` with
+taskset (one core by default), the recogniser on one thread, utterances started by the shipped wake model.
+A subscriber on a private mosquitto times the messages. With ``--media-sim PERCENT``, ``harkd media-sim``
+plays music on the same cores at the same priority (no slices: the worst case), obeying the daemon's duck
+requests, with PERCENT of a core of extra busy work: harkd measured while it shares the CPU with a player.
 
 Measured (printed as one JSON object):
 
@@ -197,7 +200,18 @@ def _memory_mb(pid: int) -> dict[str, float]:
     return fields
 
 
-def run(model_dir: Path, repeat: int, cores: str) -> dict[str, Any]:
+def _start_media_sim(cpu_load: float, port: int, cores: str, pinned: bool, env: dict[str, str],
+                     log_path: Path) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "daemon.cli", "-v", "media-sim", "--output", "null",
+               "--cpu-load", str(cpu_load), "--device-id", DEVICE_ID, "--broker", f"127.0.0.1:{port}",
+               "--profile", "none"]
+    if pinned:
+        command = ["taskset", "-c", cores, *command]
+    with log_path.open("wb") as log:
+        return subprocess.Popen(command, env={**env, "NOTIFY_SOCKET": ""}, stdout=log, stderr=subprocess.STDOUT)
+
+
+def run(model_dir: Path, repeat: int, cores: str, media_sim: float | None = None) -> dict[str, Any]:
     mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     recording, rate = sf.read(SAMPLE, dtype="int16")
     if rate != SAMPLE_RATE:
@@ -230,6 +244,9 @@ def run(model_dir: Path, repeat: int, cores: str) -> dict[str, Any]:
         if pinned:
             command = ["taskset", "-c", cores, *command]
         log_path = directory / "harkd.log"
+        player, player_log = None, ""
+        if media_sim is not None:
+            player = _start_media_sim(media_sim, broker.port, cores, pinned, env, directory / "media-sim.log")
         with log_path.open("wb") as log:
             harkd = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
@@ -251,6 +268,13 @@ def run(model_dir: Path, repeat: int, cores: str) -> dict[str, Any]:
         finally:
             if harkd.poll() is None:
                 harkd.kill()
+            if player is not None:
+                player.terminate()
+                try:
+                    player.wait(10)
+                except subprocess.TimeoutExpired:
+                    player.kill()
+                player_log = (directory / "media-sim.log").read_text(errors="replace")
             device.stop()
             client.loop_stop()
             client.disconnect()
@@ -261,7 +285,12 @@ def run(model_dir: Path, repeat: int, cores: str) -> dict[str, Any]:
     started = device.started_at
     if started is None:
         raise SystemExit("the recording was never played")
-    return _report(model_dir, observed, ends, started, memory_ready, memory_end, pinned, cores, len(audio))
+    report = _report(model_dir, observed, ends, started, memory_ready, memory_end, pinned, cores, len(audio))
+    if player is not None:
+        ducks = sum(1 for line in player_log.splitlines() if "duck o" in line)
+        report["media_sim"] = {"cpu_load_percent": media_sim, "exit_status": player.returncode,
+                               "duck_requests_obeyed": ducks, "log_tail": player_log.splitlines()[-3:]}
+    return report
 
 
 def _report(model_dir: Path, observed: Observed, ends: list[int], started: float, memory_ready: dict[str, float],
@@ -335,6 +364,9 @@ def main() -> int:
     parser.add_argument("--model", type=Path, default=None, help="model directory (default: models/recognizer)")
     parser.add_argument("--repeat", type=int, default=3, help="times the two-command recording is played")
     parser.add_argument("--cores", default="0", help="taskset CPU list for the daemon, or 'all' (default 0)")
+    parser.add_argument("--media-sim", type=float, default=None, metavar="PERCENT",
+                        help="run `harkd media-sim` on the same cores with this much extra CPU load (0: a plain "
+                             "player); default: no player")
     parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args()
     model_dir = (args.model or default_model_dir("recognizer")).resolve()
@@ -344,7 +376,7 @@ def main() -> int:
     if not SYSTEM_ALSA_CONF.is_file():
         print("bench.daemon: needs ALSA (apt-get install alsa-utils libportaudio2)", file=sys.stderr)
         return 1
-    result = run(model_dir, args.repeat, args.cores)
+    result = run(model_dir, args.repeat, args.cores, args.media_sim)
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:
