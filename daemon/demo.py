@@ -1,8 +1,10 @@
 """``python -m daemon.demo`` (``make demo``): harkd end to end on a recording, with its MQTT traffic shown.
 
 Starts a private mosquitto on a free loopback port in a temporary directory, runs ``harkd run`` on the
-bundled recording (``daemon/samples/commands.wav``, played in real time as if spoken into a microphone),
-subscribes to ``harkd/demo/#`` and prints what arrives (status, wake, lattices, resets, ducking, metrics)
+bundled recording (``daemon/samples/commands.wav``: "hey jarvis, call doctor siobhan okafor ... hey jarvis,
+turn on the kitchen light", played in real time as if spoken into a microphone) with a small household
+bias list (:data:`HOUSEHOLD`), and ``harkd rescore`` beside it as the cloud would; subscribes to
+``harkd/demo/#`` and prints what arrives (status, wake, lattices, resets, ducking, results, metrics)
 readably. It stops when harkd has played the recording and delivered everything, and exits 0 if final
 lattices arrived.
 
@@ -13,6 +15,7 @@ Needs mosquitto (``apt-get install mosquitto``) and the recogniser model (``mode
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import queue
 import shutil
@@ -28,13 +31,16 @@ from typing import Any
 import yaml
 
 from daemon.lattice import Lattice, LatticeError
-from daemon.messages import MediaDuck, Metrics, PayloadError, Reset, Status, Wake, decode
+from daemon.messages import MediaDuck, Metrics, PayloadError, Reset, Result, Status, Wake, decode
 from daemon.modelcard import CARD_NAME
 from daemon.paths import default_model_dir
 
 SAMPLE = Path(__file__).with_name("samples") / "commands.wav"
 DEVICE_ID = "demo"
 PREFIX = f"harkd/{DEVICE_ID}/"
+#: The owner's contacts and appliances, as `harkd contacts sync` would write them to the state directory.
+HOUSEHOLD = {"contacts": ["Siobhan Okafor", "Ellie Marsh", "Grandma"],
+             "appliances": ["kitchen light", "aquarium pump", "Ellie's night light"]}
 
 
 def _mosquitto() -> str | None:
@@ -135,6 +141,10 @@ class Printer:
             reset = decode(Reset, payload)
             return [f"{'reset':<10} {self._number(reset.utterance_id)}: speculative #{reset.speculative_seq} "
                     f"withdrawn ({reset.reason})"]
+        if name == "result":
+            result = decode(Result, payload)
+            return [f"{'result':<10} {self._number(result.utterance_id)}: {result.text!r} "
+                    f"(chosen by the {result.source or 'rescorer'} from lattice #{result.seq})"]
         if name == "media/duck":
             duck = decode(MediaDuck, payload)
             return [f"{'media/duck':<10} {'duck' if duck.duck else 'restore'} the media volume"]
@@ -210,10 +220,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, model_dir: Path, directory: Path, broker: Broker,
          messages: queue.Queue[tuple[str, bytes]]) -> int:
+    bias_file = directory / "household.json"
+    bias_file.write_text(json.dumps(HOUSEHOLD), encoding="utf-8")
     config = {
         "device_id": DEVICE_ID,
         "profile": "none",
         "state_dir": str(directory / "state"),
+        "bias": {"file": str(bias_file)},
         "audio": {"source": "file", "file": str(args.audio.resolve()), "pace": "realtime"},
         "recognizer": {"model_dir": str(model_dir.resolve()), "threads": 1},
         "mqtt": {"host": "127.0.0.1", "port": broker.port},
@@ -223,12 +236,30 @@ def _run(args: argparse.Namespace, model_dir: Path, directory: Path, broker: Bro
     config_path = directory / "harkd.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     print(f"harkd demo: `harkd run` hears {args.audio} in real time; model {model_dir}")
-    print(f"messages on the private broker 127.0.0.1:{broker.port}, topic {PREFIX}#:\n")
+    print(f"bias list: {', '.join(HOUSEHOLD['contacts'] + HOUSEHOLD['appliances'])}")
+    print(f"`harkd rescore` answers final lattices with a result; messages on the private broker "
+          f"127.0.0.1:{broker.port}, topic {PREFIX}#:\n")
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
                                                       env.get("PYTHONPATH")]))
     log_path = directory / "harkd.log"
     started = time.monotonic()
+    rescorer = subprocess.Popen([sys.executable, "-m", "daemon.cli", "rescore", "--config", str(config_path),
+                                 "--host", "127.0.0.1", "--port", str(broker.port)],
+                                env={**env, "NOTIFY_SOCKET": ""}, stdout=subprocess.DEVNULL,
+                                stderr=None if args.show_log else subprocess.DEVNULL)
+    try:
+        return _follow(args, config_path, env, log_path, started, messages)
+    finally:
+        rescorer.terminate()
+        try:
+            rescorer.wait(10)
+        except subprocess.TimeoutExpired:
+            rescorer.kill()
+
+
+def _follow(args: argparse.Namespace, config_path: Path, env: dict[str, str], log_path: Path, started: float,
+            messages: queue.Queue[tuple[str, bytes]]) -> int:
     with log_path.open("wb") as log:
         harkd = subprocess.Popen([sys.executable, "-m", "daemon.cli", "run", "--config", str(config_path)],
                                  env=env, stdout=log if not args.show_log else None, stderr=subprocess.STDOUT)
