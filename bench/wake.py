@@ -104,12 +104,14 @@ def _one_thread(base: type[Any]) -> None:
 
 class HarkdEngine:
     def __init__(self, model_dir: Path) -> None:
+        from daemon.config import WakeConfig
         from daemon.wake import WakeDetector, WakeModel, WakeSettings
 
         model = WakeModel(model_dir, threads=1)
+        settings = WakeSettings.from_config(WakeConfig())  # the daemon's defaults
         self.name = "harkd"
-        self.detail = f"{model.version}, threshold {WakeSettings().threshold}"
-        self.detector = WakeDetector(model, WakeSettings())
+        self.detail = f"{model.version}, threshold {settings.threshold}"
+        self.detector = WakeDetector(model, settings)
 
     def reset(self) -> None:
         self.detector.restart(0)

@@ -68,7 +68,7 @@ FloatArray = npt.NDArray[np.float32]
 class WakeSettings:
     """How eager the detector is; from the ``wake`` config section and its firmware profile."""
 
-    threshold: float = 0.5  # smoothed score (probability) that fires; lower is more sensitive
+    threshold: float = 0.6  # smoothed score (probability) that fires; lower is more sensitive
     smoothing: int = 5  # model scores averaged before the threshold (one score per stride)
     refractory_ms: int = 2000  # milliseconds after a detection during which no other fires
 
