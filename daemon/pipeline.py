@@ -346,7 +346,7 @@ class Pipeline:
             utt.start = frame.start
         utt.stream.accept_waveform(frame.samples)
         utt.frames += 1
-        events = utt.endpoints.update(frame.speech, self._label_in_silence(utt))
+        events = utt.endpoints.update(frame.speech, self._label_in_silence(utt, frame))
         final = next((e for e in events if e.which == "final"), None)
         for pair_event in events:
             if pair_event.which == "speculative" and final is None:
@@ -354,12 +354,16 @@ class Pipeline:
         if final is not None:
             self._end(utt, final.event.reason or "silence")
 
-    def _label_in_silence(self, utt: _Utterance) -> bool:
-        """Did the recogniser emit a label since the last frame, well after the detector's silence began?"""
+    def _label_in_silence(self, utt: _Utterance, audio: _Frame) -> bool:
+        """Did the recogniser emit a label since the last frame, well after the detector's silence began, with
+        the microphone hearing more than near-silence (a quiet talker the detector misses, not a model
+        inventing a letter in an empty room)?"""
         frame = utt.stream.last_token_frame()
         if frame is None or frame <= utt.last_token_frame:
             return False
         utt.last_token_frame = frame
+        if EnergyVad.level(audio.samples) < self._vad.min_level_dbfs:
+            return False
         final = utt.endpoints.final
         if final.trailing_silence_ms == 0:
             return False  # the detector hears speech anyway

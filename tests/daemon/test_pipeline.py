@@ -203,6 +203,56 @@ def test_speech_resuming_after_the_speculative_end_withdraws_it() -> None:
     assert second.best.text == final.best.text == "call mum now"
 
 
+class LateLetterBackend(LoudnessBackend):
+    """Emits the script's last letter at encoder frame ``late_frame`` whatever the audio (a model that
+    invents a letter in silence, or a quiet talker the energy detector does not hear)."""
+
+    def __init__(self, script: str, late_frame: int) -> None:
+        super().__init__(script)
+        self.late_frame = late_frame
+
+    def initial_encoder_state(self) -> np.ndarray:
+        return np.zeros(2, dtype=np.float32)  # loud frames so far, frames so far
+
+    def encode(self, feats: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        enc, loud = super().encode(feats, state[:1])
+        index = state[1] + np.arange(len(enc), dtype=np.float32)
+        return np.concatenate([enc, index[:, None]], axis=1), np.array([loud[0], state[1] + len(enc)], np.float32)
+
+    def join(self, enc: np.ndarray, preds: np.ndarray) -> np.ndarray:
+        due = min(len(self.ids) - 1, int(enc[1] + enc[0]))
+        if enc[2] >= self.late_frame:
+            due = len(self.ids)
+        logits = np.full((len(preds), len(TOKENS)), -8.0, dtype=np.float32)
+        for i, pred in enumerate(preds):
+            done = int(pred[0])
+            logits[i, self.ids[done] if done < due else 0] = 8.0
+        return logits
+
+
+@pytest.mark.parametrize(("after_speech", "label_counts"), [(30, False), (67, True)])
+def test_a_late_label_is_speech_only_when_the_microphone_hears_something(after_speech: int,
+                                                                         label_counts: bool) -> None:
+    # Speech 0.5-1.0 s; the utterance starts at 0.26 s (wake at 0.56 s, less 300 ms of pre-roll), and the
+    # last letter comes at its encoder frame 18 (1.08 s in: 1.34 s of audio), 340 ms into the silence.
+    # Near silence (about -60 dBFS, under the detector's -55 dBFS floor) after the speech: the letter cannot
+    # be speech, and the final end point stays 600 ms after the speech. A faint sound (about -53 dBFS: above
+    # that floor, under the detector's threshold) may be a quiet talker: the end point moves to 600 ms after
+    # the letter.
+    rng = np.random.default_rng(3)
+    tail = (rng.normal(size=2 * RATE) * after_speech).astype(np.int16)
+    sink = RecordingSink()
+    recognizer = Recognizer(LateLetterBackend("hi bo", late_frame=18), TOKENS, Frontend())
+    pipeline = make_pipeline(recognizer, sink)
+    feed(pipeline, np.concatenate([quiet(0.5), voiced(0.5), tail]))
+    final = next(m for m in sink.of("lattice") if m.kind == "final")
+    assert final.best.text == "hi bo"
+    if label_counts:
+        assert final.end_time > 1.75
+    else:
+        assert final.end_time == pytest.approx(1.6, abs=0.021)
+
+
 def test_final_words_that_differ_from_the_speculative_ones_bring_a_reset() -> None:
     # A 600 ms encoder chunk: the last words are decoded only after the speculative end point.
     sink = RecordingSink()
