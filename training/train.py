@@ -40,11 +40,14 @@ class TrainConfig:
     freq_masks: int = 2  # SpecAugment masks per utterance
     freq_mask_width: int = 6  # mel bins at most
     time_masks: int = 2  # at least this many time masks per utterance ...
-    time_mask_every: int = 100  # ... and one more per this many feature frames (0: no more)
+    time_mask_every: int = 0  # ... and one more per this many feature frames (0: no more)
     time_mask_width: int = 15  # frames at most
-    mel_warp: float = 0.12  # vocal-tract-length style warp of the mel axis by a factor in 1 +- this (0: off)
-    eq_tilt: float = 0.8  # random spectral tilt, natural-log units from the lowest to the highest band (0: off)
-    eq_ripple: float = 0.3  # amplitude of random smooth ripples over the bands (0: off)
+    # Voice and channel perturbation in the log-mel domain (voice_augment). Off by default: tried with
+    # mel_warp 0.12, eq_tilt 0.8, eq_ripple 0.3 and time_mask_every 100 (one training thread, 95 min, 5,500
+    # steps), the held-out WER did not move (clean 46.4% vs 46.7%; festival/flite voices 69-72% either way).
+    mel_warp: float = 0.0  # vocal-tract-length style warp of the mel axis by a factor in 1 +- this (0: off)
+    eq_tilt: float = 0.0  # random spectral tilt, natural-log units from the lowest to the highest band (0: off)
+    eq_ripple: float = 0.0  # amplitude of random smooth ripples over the bands (0: off)
     threads: int = 2
     seed: int = 0
     checkpoint_every: int = 100  # steps
