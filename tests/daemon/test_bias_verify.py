@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from competing_backend import CompetingBackend
 
 from daemon import bias_verify
 from daemon.bias import BiasGraph
@@ -251,66 +252,13 @@ def test_the_letter_pair_filter_loses_nothing(monkeypatch: pytest.MonkeyPatch) -
 # --------------------------------------------------------------------------------------------- the n-best
 
 
-class SpellingBackend:
-    """Frame ``t`` offers character ``t`` of each transcript whose spelling the hypothesis has followed so far:
-    ``heard`` at logit 8, ``other`` at ``8 - margin``. The predictor state is an id for the whole prefix."""
-
-    chunk_features = 6
-    frame_shift_s = 0.06
-
-    def __init__(self, heard: str, other: str, margin: float) -> None:
-        self.options = ((heard, 8.0), (other, 8.0 - margin))
-        self.frames = max(len(heard), len(other)) + 1
-        self.frame = -1
-        self.prefixes: list[str] = [""]
-        self.ids: dict[tuple[int, int], int] = {}
-
-    def initial_encoder_state(self) -> FloatArray:
-        return np.zeros(1, dtype=np.float32)
-
-    def encode(self, feats: FloatArray, state: FloatArray) -> tuple[FloatArray, FloatArray]:
-        self.frame += 1
-        return np.array([[float(self.frame)]], dtype=np.float32), state
-
-    def initial_predictor_state(self) -> tuple[FloatArray, FloatArray]:
-        return np.zeros(1, dtype=np.float32), np.zeros(1, dtype=np.float32)
-
-    def predict(self, token: int, h: FloatArray, c: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
-        parent = int(h[0])
-        if token == 0:
-            return h.copy(), h, c
-        key = (parent, token)
-        if key not in self.ids:
-            self.ids[key] = len(self.prefixes)
-            self.prefixes.append(self.prefixes[parent] + TOKENS.tokens[token])
-        new = np.array([float(self.ids[key])], dtype=np.float32)
-        return new, new, c
-
-    def join(self, enc: FloatArray, preds: FloatArray) -> FloatArray:
-        frame = int(enc[0])
-        logits = np.full((len(preds), len(TOKENS)), -8.0, dtype=np.float32)
-        for i, pred in enumerate(preds):
-            prefix = self.prefixes[int(pred[0])]
-            logits[i, 0] = 8.0
-            followed = [(text, logit) for text, logit in self.options if text.startswith(prefix)]
-            for text, logit in followed:
-                if len(prefix) == frame and frame < len(text):
-                    k = TOKENS.encode(text[frame])[0]
-                    logits[i, k] = max(logits[i, k], logit)
-                    logits[i, 0] = 4.0
-            for text, logit in followed:
-                if text == prefix:
-                    logits[i, 0] = max(logits[i, 0], logit)
-        return logits
-
-
 def graph(*contacts: str) -> BiasGraph:
     return BiasGraph.from_document(BiasSet.of(contacts), TOKENS, 1.5, possessives=False)
 
 
 def decode(heard: str, other: str, margin: float, bias: BiasGraph | None, verify: bool,
-           beam: int = 1) -> tuple[list[Hypothesis], SpellingBackend]:
-    backend = SpellingBackend(heard, other, margin)
+           beam: int = 1) -> tuple[list[Hypothesis], CompetingBackend]:
+    backend = CompetingBackend(heard, other, margin)
     model: TransducerBackend = backend
     recognizer = Recognizer(model, TOKENS, Frontend(), DecodeConfig(beam=beam, max_symbols=2, verify_bias=verify))
     stream = recognizer.stream(bias=bias.initial_state() if bias else None)
@@ -378,7 +326,7 @@ def test_the_verified_nbest_makes_a_lattice_with_the_bias_apart() -> None:
 
 
 def test_verify_names_directly_keeps_originals_and_their_bias() -> None:
-    backend = SpellingBackend("call shivon", "call siobhan", 2.0)
+    backend = CompetingBackend("call shivon", "call siobhan", 2.0)
     frames = np.arange(backend.frames, dtype=np.float32)[:, None]
     g = graph("Siobhan")
     tokens = tuple(TOKENS.encode("call shivon"))
