@@ -4,9 +4,7 @@ written and published; failures that keep the last good list; ``harkd contacts``
 from __future__ import annotations
 
 import json
-import shutil
 import signal
-import stat
 import subprocess
 import sys
 import time
@@ -209,28 +207,6 @@ def test_harkd_contacts_show(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "Siobhan Okafor (formatted), Siobhan (given), Shiv (nickname)" in out
     assert "not a vCard property" in err
     assert cli.main(["contacts", "show", str(tmp_path / "absent.vcf")]) == 1
-
-
-# ------------------------------------------------------------------------------------------ systemd
-
-
-def test_systemd_units_verify(tmp_path: Path) -> None:
-    analyze = shutil.which("systemd-analyze")
-    if analyze is None:
-        pytest.skip("systemd-analyze is not installed (apt-get install systemd)")
-    program = tmp_path / "bin" / "harkd"
-    program.parent.mkdir()
-    program.write_text("#!/bin/sh\nexit 0\n")
-    program.chmod(program.stat().st_mode | stat.S_IXUSR)
-    copies = []
-    for name in ("harkd-contacts.service", "harkd-contacts.timer"):
-        text = (REPO / "packaging" / "systemd" / name).read_text()
-        copy = tmp_path / name
-        copy.write_text(text.replace("ExecStart=/usr/bin/harkd ", f"ExecStart={program} "))
-        copies.append(str(copy))
-    assert "ExecStart=/usr/bin/harkd contacts sync" in (REPO / "packaging/systemd/harkd-contacts.service").read_text()
-    proc = subprocess.run([analyze, "verify", *copies], capture_output=True, text=True, timeout=120, check=False)
-    assert proc.returncode == 0 and "harkd-contacts" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
 
 
 def test_harkd_contacts_watch_follows_home_assistant_live(

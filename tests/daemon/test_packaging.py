@@ -19,7 +19,8 @@ from daemon.profiles import list_profiles
 
 REPO = Path(__file__).resolve().parents[2]
 UNITS = REPO / "packaging" / "systemd"
-UNIT_NAMES = ["harkd.service", "harkd.slice", "media.slice", "harkd-media-sim.service"]
+UNIT_NAMES = ["harkd.service", "harkd.slice", "media.slice", "harkd-media-sim.service", "harkd-rescorer.service",
+              "harkd-contacts.service", "harkd-contacts.timer"]
 
 
 def unit_settings(name: str) -> dict[str, list[str]]:
@@ -64,6 +65,20 @@ def test_systemd_analyze_verify_accepts_the_units(tmp_path: Path) -> None:
     ours = [line for line in (proc.stdout + proc.stderr).splitlines()
             if str(tmp_path) in line or any(name in line for name in UNIT_NAMES)]
     assert proc.returncode == 0 and not ours, proc.stdout + proc.stderr
+
+
+def test_rescorer_unit_runs_harkd_rescore_hardened() -> None:
+    s = unit_settings("harkd-rescorer.service")
+    assert one(s, "ExecStart") == "/usr/bin/harkd rescore --config /etc/harkd/harkd.yaml"
+    assert one(s, "Type") == "notify" and one(s, "NotifyAccess") == "main"  # harkd rescore sends READY=1
+    assert one(s, "RestartPreventExitStatus") == "1 2"  # the command's exit status for bad config / missing files
+    for key, value in {"ProtectSystem": "strict", "NoNewPrivileges": "yes", "PrivateDevices": "yes",
+                       "User": "harkd", "MemoryDenyWriteExecute": "yes"}.items():
+        assert one(s, key) == value, key
+
+
+def test_contacts_unit_runs_harkd_contacts_sync() -> None:
+    assert one(unit_settings("harkd-contacts.service"), "ExecStart").startswith("/usr/bin/harkd contacts sync")
 
 
 def test_verify_catches_a_broken_unit(tmp_path: Path) -> None:
