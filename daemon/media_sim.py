@@ -41,7 +41,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from daemon.ducking import DuckGain, DuckSettings, DuckState
 from daemon.messages import MediaDuck, PayloadError, decode
-from daemon.mqtt import MqttSettings, Topics, make_client
+from daemon.mqtt import MqttSettings, Topics, connect_in_background, make_client
 from daemon.resample import StreamResampler
 from daemon.systemd_notify import Notifier
 
@@ -469,11 +469,7 @@ class DuckListener:
 
     def start(self) -> None:
         s = self.settings
-        if s.protocol == "5":
-            self._client.connect_async(s.host, s.port, s.keepalive_s, clean_start=True)
-        else:
-            self._client.connect_async(s.host, s.port, s.keepalive_s)
-        self._client.loop_start()
+        connect_in_background(self._client, s)
         self._started = True
         log.info("MQTT: connecting to %s:%d for %s", s.host, s.port, self.topic)
 

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
@@ -73,6 +74,7 @@ __all__ = [
     "Publisher",
     "PublisherStatus",
     "Topics",
+    "connect_in_background",
     "hermes_hotword_detected",
     "make_client",
     "settings_from_config",
@@ -266,6 +268,19 @@ def make_client(settings: MqttSettings, client_id: str, logger: str,
     return client
 
 
+def connect_in_background(client: paho.Client, settings: MqttSettings, *, clean_start: bool | Literal[3] = True,
+                          properties: Properties | None = None) -> None:
+    """Start paho's network thread on a connection to the broker of ``settings``; paho retries (with the
+    client's back-off) while the broker is away. ``clean_start`` (True, False or paho's
+    ``MQTT_CLEAN_START_FIRST_ONLY``) and ``properties`` apply to MQTT 5 only."""
+    if settings.protocol == "5":
+        client.connect_async(settings.host, settings.port, settings.keepalive_s, clean_start=clean_start,
+                             properties=properties)
+    else:
+        client.connect_async(settings.host, settings.port, settings.keepalive_s)
+    client.loop_start()
+
+
 @dataclass(frozen=True)
 class PublisherStatus:
     connected: bool
@@ -367,11 +382,7 @@ class Publisher:
         if self._thread is not None:
             raise RuntimeError("Publisher.start() called twice")
         s = self.settings
-        if s.protocol == "5":
-            self._client.connect_async(s.host, s.port, s.keepalive_s, clean_start=True)
-        else:
-            self._client.connect_async(s.host, s.port, s.keepalive_s)
-        self._client.loop_start()
+        connect_in_background(self._client, s)
         self._thread = threading.Thread(target=self._pump, name="harkd-mqtt-outbox", daemon=True)
         self._thread.start()
         logger.info("MQTT: connecting to %s:%d as %s", s.host, s.port, self.topics.topic("")[:-1])

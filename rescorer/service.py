@@ -35,7 +35,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from daemon.lattice import Lattice, LatticeError
 from daemon.messages import PayloadError, encode
-from daemon.mqtt import MqttSettings, Topics, make_client
+from daemon.mqtt import MqttSettings, Topics, connect_in_background, make_client
 from rescorer.rescore import Rescorer
 
 __all__ = ["DEFAULT_SESSION_EXPIRY_S", "RescorerService", "ServiceStats", "lattice_subscription"]
@@ -89,14 +89,9 @@ class RescorerService:
         if self._started:
             raise RuntimeError("RescorerService.start() called twice")
         s = self.settings
-        if s.protocol == "5":
-            properties = Properties(PacketTypes.CONNECT)
-            properties.SessionExpiryInterval = self.session_expiry_s
-            self._client.connect_async(s.host, s.port, s.keepalive_s, clean_start=MQTT_CLEAN_START_FIRST_ONLY,
-                                       properties=properties)
-        else:
-            self._client.connect_async(s.host, s.port, s.keepalive_s)
-        self._client.loop_start()
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = self.session_expiry_s
+        connect_in_background(self._client, s, clean_start=MQTT_CLEAN_START_FIRST_ONLY, properties=properties)
         self._started = True
         log.info("rescorer: connecting to %s:%d as %s, subscribing to %s", s.host, s.port, self.client_id,
                  self.subscription)
