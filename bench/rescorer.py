@@ -24,6 +24,8 @@ from typing import Any
 
 import soundfile as sf
 
+from daemon.commands.rescore import default_lm_path
+from daemon.frontend import SAMPLE_RATE
 from daemon.lattice import Lattice
 from daemon.paths import default_model_dir
 from daemon.recognizer import DecodeConfig, Recognizer
@@ -57,7 +59,7 @@ def decode_all(manifest: Path, conditions: set[str], nbest: int) -> list[dict[st
         lattice = Lattice.from_nbest(stream.nbest(), token_list=recognizer.tokens.tokens,
                                      frame_shift_s=recognizer.frame_shift_s, utterance_id=row["id"],
                                      device_id="bench", kind="final", seq=0, start_time=0.0,
-                                     end_time=len(samples) / 16000, models={})
+                                     end_time=len(samples) / SAMPLE_RATE, models={})
         split = "tune" if zlib.crc32(row["id"].encode()) % 2 == 0 else "report"
         rows.append({"reference": normalize(row["text"]), "condition": row["condition"], "split": split,
                      "lattice": lattice})
@@ -124,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--manifest", type=Path, default=Path("work/recognizer/speech-test/manifest.jsonl"))
     parser.add_argument("--conditions", default="clean", help="comma-separated test conditions (default clean)")
     parser.add_argument("--nbest", type=int, default=8, help="n-best entries per lattice (default 8)")
-    parser.add_argument("--lm", type=Path, default=default_model_dir("rescorer") / "lm.arpa")
+    parser.add_argument("--lm", type=Path, default=default_lm_path(), help="ARPA LM (default %(default)s)")
     parser.add_argument("--json", type=Path, help="also write the report here")
     args = parser.parse_args(argv)
     if not args.manifest.is_file():
