@@ -4,7 +4,15 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="training extra (torch) not installed")
 
-from training.rnnt_loss import rnnt_loss, rnnt_loss_reference  # noqa: E402
+from training.rnnt_loss import (  # noqa: E402
+    band_positions,
+    lattice_log_probs,
+    prune_ranges,
+    pruned_log_likelihood,
+    rnnt_loss,
+    rnnt_loss_reference,
+    simple_lattice,
+)
 
 
 def test_matches_cell_by_cell_recursion_with_padding() -> None:
@@ -47,3 +55,81 @@ def test_certain_path_has_zero_loss() -> None:
     logits[0, 1, 1, 0] = big  # blank at t=1
     loss = rnnt_loss(logits, torch.tensor([[2]]), torch.tensor([2]), torch.tensor([1]))
     assert float(loss) == pytest.approx(0.0, abs=1e-6)
+
+
+def _batch(seed: int) -> tuple[torch.Tensor, ...]:
+    torch.manual_seed(seed)
+    targets = torch.randint(1, 6, (3, 6))
+    frames = torch.tensor([9, 6, 8])
+    labels = torch.tensor([6, 3, 5])
+    return targets, frames, labels
+
+
+def test_pruned_loss_over_a_band_as_wide_as_the_lattice_is_the_full_loss() -> None:
+    targets, frames, labels = _batch(2)
+    logits = torch.randn(3, 9, 7, 6)
+    start = torch.zeros(3, 9, dtype=torch.long)
+    pruned = -pruned_log_likelihood(logits, start, targets, frames, labels).mean()
+    assert float(pruned) == pytest.approx(float(rnnt_loss(logits, targets, frames, labels)), rel=1e-5)
+
+
+def test_simple_lattice_is_the_lattice_of_summed_logits() -> None:
+    targets = _batch(3)[0]
+    am, lm = torch.randn(3, 9, 6) * 3, torch.randn(3, 7, 6) * 3
+    blank_lp, label_lp = simple_lattice(am, lm, targets)
+    full = torch.log_softmax(am[:, :, None, :] + lm[:, None, :, :], dim=-1)
+    assert torch.allclose(blank_lp, full[..., 0], atol=1e-5)
+    expected = torch.gather(full[:, :, :-1, :], 3, targets[:, None, :, None].expand(-1, 9, -1, 1)).squeeze(3)
+    assert torch.allclose(label_lp, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("width", [2, 3, 4])
+def test_prune_ranges_keep_a_path_and_pruned_likelihood_is_a_lower_bound(width: int) -> None:
+    targets, frames, labels = _batch(4 + width)
+    am, lm = torch.randn(3, 9, 6) * 2, torch.randn(3, 7, 6) * 2
+    blank_lp, label_lp = simple_lattice(am, lm, targets)
+    start, fits = prune_ranges(blank_lp, label_lp, frames, labels, width)
+    assert bool(fits.all())
+    for b in range(3):
+        s = start[b, : frames[b]]
+        steps = s[1:] - s[:-1]
+        assert int(s[0]) == 0 and bool((steps >= 0).all()) and bool((steps <= width - 1).all())
+        assert int(s[-1]) <= int(labels[b]) <= int(s[-1]) + width - 1
+    logits = torch.randn(3, 9, 7, 6)
+    full = rnnt_loss(logits, targets, frames, labels)
+    band = torch.gather(logits, 2, band_positions(start, width)[..., None].expand(-1, -1, -1, 6))
+    pruned = -pruned_log_likelihood(band, start, targets, frames, labels)
+    assert bool(torch.isfinite(pruned).all())
+    assert float(pruned.mean()) >= float(full) - 1e-4  # fewer paths: never more likely
+
+
+def test_pruned_loss_finds_the_likely_alignment() -> None:
+    # A lattice whose mass lies on one diagonal path: the bands follow it and lose almost nothing.
+    frames, labels = torch.tensor([8]), torch.tensor([4])
+    targets = torch.tensor([[1, 2, 3, 4]])
+    logits = torch.zeros(1, 8, 5, 6)
+    for t in range(8):
+        for u in range(5):
+            want = u + 1 if (u < 4 and t == 2 * u) else 0
+            logits[0, t, u, want] = 8.0
+    blank_lp, label_lp = lattice_log_probs(torch.log_softmax(logits, dim=-1), targets, 0)
+    start, _ = prune_ranges(blank_lp, label_lp, frames, labels, 2)
+    band = torch.gather(logits, 2, band_positions(start, 2)[..., None].expand(-1, -1, -1, 6))
+    pruned = -pruned_log_likelihood(band, start, targets, frames, labels)
+    assert float(pruned) == pytest.approx(float(rnnt_loss(logits, targets, frames, labels)), abs=0.05)
+
+
+def test_pruned_loss_ignores_bands_that_move_back_in_padding_frames() -> None:
+    # Utterance 1 has 6 labels in 3 frames, so its bands climb as fast as they may (0, 2, 4); the padding
+    # frames after it can hold any band, lower ones included, without touching its likelihood.
+    torch.manual_seed(9)
+    targets = torch.randint(1, 6, (2, 6))
+    frames, labels = torch.tensor([8, 3]), torch.tensor([2, 6])
+    logits = torch.randn(2, 8, 7, 6)
+    results = []
+    for padding in (4, 0):
+        start = torch.tensor([[0] * 8, [0, 2, 4] + [padding] * 5])
+        band = torch.gather(logits, 2, band_positions(start, 3)[..., None].expand(-1, -1, -1, 6))
+        results.append(pruned_log_likelihood(band, start, targets, frames, labels))
+    assert bool(torch.isfinite(results[1]).all())
+    assert torch.allclose(results[0], results[1])

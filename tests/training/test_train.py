@@ -1,12 +1,15 @@
-"""Training-time feature augmentation: voice/channel perturbation and SpecAugment in the log-mel domain."""
+"""Training: feature augmentation (voice/channel perturbation, SpecAugment) and the pruned transducer loss."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from training.features import Batch
-from training.train import TrainConfig, spec_augment, voice_augment
+from training.model import ModelConfig, Transducer
+from training.rnnt_loss import rnnt_loss
+from training.train import SimpleJoiner, TrainConfig, spec_augment, transducer_loss, voice_augment
 
 N_MELS = 40
 
@@ -62,3 +65,40 @@ def test_time_masks_grow_with_the_utterance() -> None:
         masked.append(int((out.feats[0, :, 0] != long.feats[0, :, 0]).sum()))
     # 12 masks of up to 10 frames each (one per 100 frames), against one mask of at most 10 frames.
     assert max(masked) > 10
+
+
+TINY = ModelConfig(dim=16, blocks_low=1, blocks_high=1, embed_dim=8, pred_dim=16, joint_dim=16, vocab_size=6)
+
+
+def _token_batch(seed: int) -> Batch:
+    gen = torch.Generator().manual_seed(seed)
+    feats = torch.randn(3, 48, N_MELS, generator=gen)
+    tokens = torch.randint(1, 6, (3, 5), generator=gen)
+    return Batch(feats, torch.tensor([8, 6, 7]), tokens, torch.tensor([5, 3, 4]))
+
+
+def test_pruned_loss_with_bands_as_wide_as_the_labels_is_the_full_loss() -> None:
+    torch.manual_seed(0)
+    model, simple, batch = Transducer(TINY), SimpleJoiner(TINY), _token_batch(1)
+    full = rnnt_loss(model.joint_logits(batch.feats, batch.tokens), batch.tokens, batch.feat_lengths,
+                     batch.token_lengths)
+    _, nll = transducer_loss(model, simple, batch, TrainConfig(prune_width=6), progress=1.0)
+    assert nll == pytest.approx(float(full), rel=1e-4)
+
+
+def test_the_pruned_loss_trains_the_transducer() -> None:
+    torch.manual_seed(0)
+    model, simple, batch = Transducer(TINY), SimpleJoiner(TINY), _token_batch(2)
+    params = list(model.parameters()) + list(simple.parameters())
+    optimiser = torch.optim.Adam(params, lr=1e-2)
+    cfg = TrainConfig(prune_width=2)
+    before = rnnt_loss(model.joint_logits(batch.feats, batch.tokens), batch.tokens, batch.feat_lengths,
+                       batch.token_lengths)
+    for step in range(60):
+        loss, _ = transducer_loss(model, simple, batch, cfg, progress=step / 60)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    after = rnnt_loss(model.joint_logits(batch.feats, batch.tokens), batch.tokens, batch.feat_lengths,
+                      batch.token_lengths)
+    assert float(after) < 0.5 * float(before)  # the full loss falls though only 2 positions per frame were joined

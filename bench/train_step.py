@@ -1,0 +1,87 @@
+"""Training-step benchmark: what the pruned RNN-T loss saves over the full joiner, on this machine.
+
+    python -m bench.train_step [--features work/recognizer/features-train.npz] [--batches 12] [--widths 0,5]
+                               [--threads 2] [--json out.json]
+
+One training step (forward, loss, backward, optimiser) of the shipped model configuration on the same real
+batches of the recipe's training features, for each ``prune_width`` in turn (0: the full joiner on every
+label position), the widths interleaved batch by batch so that a noisy shared machine slows them alike.
+Reports the median seconds per step of each width and its ratio to the first. Run it with the CPU to itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from training.features import FeatureShard, length_bucketed_batches, make_batch
+from training.model import ModelConfig, Transducer
+from training.train import SimpleJoiner, TrainConfig, transducer_loss
+
+
+def measure(features: Path, widths: list[int], batches: int, threads: int, max_frames: int) -> dict[str, object]:
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    shard = FeatureShard.load(features)
+    model_cfg = ModelConfig()
+    rng = np.random.default_rng(0)
+    picked = list(length_bucketed_batches(shard.num_frames(), max_frames, rng))[: batches + 1]
+    setups = []
+    for width in widths:
+        model, simple = Transducer(model_cfg), SimpleJoiner(model_cfg)
+        params = list(model.parameters()) + list(simple.parameters())
+        setups.append((width, model, simple, torch.optim.AdamW(params, lr=1e-3), TrainConfig(prune_width=width)))
+    times: dict[int, list[float]] = {w: [] for w in widths}
+    for i, indices in enumerate(picked):
+        batch = make_batch(shard, indices, model_cfg.subsampling)
+        for width, model, simple, optimiser, cfg in setups:
+            started = time.perf_counter()
+            loss, _ = transducer_loss(model, simple, batch, cfg, progress=0.5)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            if i > 0:  # the first batch warms up allocators and kernels
+                times[width].append(time.perf_counter() - started)
+    base = statistics.median(times[widths[0]])
+    return {
+        "features": str(features),
+        "batches": batches,
+        "max_frames": max_frames,
+        "threads": threads,
+        "median_s_per_step": {str(w): round(statistics.median(t), 4) for w, t in times.items()},
+        "ratio_to_first": {str(w): round(statistics.median(t) / base, 3) for w, t in times.items()},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.train_step", description=__doc__.split("\n")[0])
+    parser.add_argument("--features", type=Path, default=Path("work/recognizer/features-train.npz"),
+                        help="training features written by the recipe's stage 4")
+    parser.add_argument("--widths", default="0,5", help="prune widths to compare, the first is the baseline")
+    parser.add_argument("--batches", type=int, default=12, help="timed batches per width")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--max-frames", type=int, default=TrainConfig().max_frames, help="frames per batch")
+    parser.add_argument("--json", type=Path, default=None, help="also write the result here")
+    args = parser.parse_args(argv)
+    if not args.features.exists():
+        print(f"error: {args.features} not found: run the recipe's stages 1-4 first "
+              "(python -m training.recipe --config training/configs/recognizer.yaml --stages 1-4)", file=sys.stderr)
+        return 2
+    widths = [int(w) for w in args.widths.split(",")]
+    result = measure(args.features, widths, args.batches, args.threads, args.max_frames)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
