@@ -72,7 +72,9 @@ class BiasState(Protocol):
 @dataclass(frozen=True)
 class DecodeConfig:
     beam: int = 4  # hypotheses kept per frame
-    max_symbols: int = 3  # labels per encoder frame at most
+    # Labels per encoder frame at most. The causal model often waits, then emits a burst of characters in one
+    # 60 ms frame: 3 cost 10 points of held-out WER against 4 or 5 (120 clean test utterances, same model).
+    max_symbols: int = 5
     expand: int = 4  # labels tried per hypothesis and step
     nbest: int = 4  # hypotheses reported
     # Acoustically verified name substitution when the utterance ends (daemon.bias_verify): bias phrases that

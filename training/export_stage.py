@@ -22,7 +22,7 @@ from daemon.tflite import ENCODER_FILE, JOINER_FILE, PREDICTOR_FILE
 from daemon.tflite_transducer import TfliteTransducer
 from training.features import FeatureShard
 from training.metrics import Scoreboard
-from training.stages import TOKENS, read_jsonl
+from training.stages import TOKENS, load_speech, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,6 @@ def _read(ctx: Any, row: dict[str, Any]) -> np.ndarray:
 # -- 6 export --------------------------------------------------------------------------------------------
 def export_model(ctx: Any) -> None:
     from training.export import export_tflite
-    from training.torch_backend import TorchTransducer
     from training.train import load_checkpoint
 
     model = load_checkpoint(ctx.work / "checkpoints" / "final.pt")
@@ -93,7 +92,14 @@ def export_model(ctx: Any) -> None:
     export_tflite(model, calibration, out)
     TOKENS.save(out / "tokens.json")
 
-    # Parity: the same streaming beam search over the float model and over the int8 graphs.
+    check_parity(ctx, model, out)
+
+
+def check_parity(ctx: Any, model: Any, out: Path) -> dict[str, Any]:
+    """The same streaming beam search over the float model and over the int8 graphs in ``out``, on 60 clean
+    held-out utterances; writes ``out/parity.json`` and fails if int8 loses more than 5 WER points."""
+    from training.torch_backend import TorchTransducer
+
     float_rec = Recognizer(TorchTransducer(model), TOKENS, Frontend())
     int8_rec = _tflite_recognizer(ctx, out)
     boards = {"float": Scoreboard(), "int8": Scoreboard()}
@@ -118,13 +124,16 @@ def export_model(ctx: Any) -> None:
     int8_wer = boards["int8"].scores[("all", "all")].wer * 100
     if int8_wer > float_wer + 5.0:
         raise RuntimeError(f"int8 export lost too much accuracy: WER {int8_wer:.1f}% vs float {float_wer:.1f}%")
+    return report
 
 
 # -- 7 evaluate ------------------------------------------------------------------------------------------
 def evaluate_model(ctx: Any) -> None:
     from training.export import count_zero_weights
+    from training.train import load_checkpoint
 
     out = ctx.work / "export"
+    parity = check_parity(ctx, load_checkpoint(ctx.work / "checkpoints" / "final.pt"), out)  # today's decoder
     recognizer = _tflite_recognizer(ctx, out, threads=1)
     board = Scoreboard()
     audio_s = decode_s = 0.0
@@ -136,6 +145,7 @@ def evaluate_model(ctx: Any) -> None:
         audio_s += len(samples) / SAMPLE_RATE
         groups = {"condition": row["condition"], "cohort": row["cohort"], "engine": row["engine"]}
         board.add(groups, row["text"], text, [e["text"] for e in row["entities"]])
+    fit = _training_fit(ctx, recognizer, int(ctx.config.get("evaluate", {}).get("training_utterances", 200)))
     zeros = total = 0
     sizes = {}
     for name in GRAPH_FILES:
@@ -146,6 +156,9 @@ def evaluate_model(ctx: Any) -> None:
         "test_set": {"utterances": len({r["id"] for r in _test_rows(ctx)}),
                      "conditions": ctx.config["test_conditions"]},
         "scores": board.to_dict(),
+        "training_fit": fit,
+        "decode": {"beam": recognizer.decode.beam, "max_symbols": recognizer.decode.max_symbols,
+                   "expand": recognizer.decode.expand},
         "real_time_factor_1_thread": round(decode_s / audio_s, 4),
         "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, python {platform.python_version()}",
         "sizes_bytes": sizes,
@@ -153,10 +166,23 @@ def evaluate_model(ctx: Any) -> None:
         "int8_weights": total,
         "int8_zero_weights": zeros,
         "zero_fraction": round(zeros / max(1, total), 4),
-        "parity": json.loads((out / "parity.json").read_text()),
+        "parity": parity,
     }
     (ctx.work / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     log.info("clean WER %s", metrics["scores"].get("condition", {}).get("clean"))
+
+
+def _training_fit(ctx: Any, recognizer: Recognizer, count: int) -> dict[str, Any]:
+    """WER on clean training utterances (voices and sentences the model was trained on): how well it fits
+    its own data, which says whether held-out errors come from generalisation or from too little training."""
+    rows, audio, offsets = load_speech(ctx, "train")
+    rng = np.random.default_rng([ctx.seed, 7])
+    board = Scoreboard()
+    for i in tqdm(rng.choice(len(rows), size=min(count, len(rows)), replace=False), desc="training fit"):
+        row = rows[int(i)]
+        text = transcribe_samples(recognizer, audio[offsets[i] : offsets[i + 1]])[0].text
+        board.add({"engine": row["engine"]}, row["text"], text, [e["text"] for e in row["entities"]])
+    return board.to_dict()
 
 
 # -- 8 package -------------------------------------------------------------------------------------------
@@ -221,6 +247,19 @@ def render_card(card: ModelCard) -> str:
         f"{100 * ev.get('zero_fraction', 0):.1f}% of int8 weights exactly zero",
         f"- Real-time factor, one thread: {ev.get('real_time_factor_1_thread', '?')} ({ev.get('machine', '')})",
         f"- Quantization: {card.details.get('quantization', '')}",
+    ]
+    decode = ev.get("decode", {})
+    if decode:
+        lines.append(f"- Decoding for every figure here: beam {decode['beam']}, at most {decode['max_symbols']} "
+                     f"labels per encoder frame, {decode['expand']} labels tried per hypothesis and step")
+    fit = ev.get("training_fit", {})
+    if fit:
+        lines.append(
+            f"- Fit to its own data: WER {fit['all']['all']['wer_percent']}% on {fit['all']['all']['utterances']} "
+            "clean training utterances (voices and sentences it was trained on; by engine: "
+            + ", ".join(f"{k} {v['wer_percent']}%" for k, v in sorted(fit.get("engine", {}).items())) + ")"
+        )
+    lines += [
         "",
         "## Word error rate on held-out voices and held-out names",
         "",
