@@ -101,4 +101,5 @@ def test_the_pruned_loss_trains_the_transducer() -> None:
         optimiser.step()
     after = rnnt_loss(model.joint_logits(batch.feats, batch.tokens), batch.tokens, batch.feat_lengths,
                       batch.token_lengths)
-    assert float(after.detach()) < 0.5 * float(before.detach())  # the full loss falls though only 2 positions per frame were joined
+    # The full loss falls though only 2 label positions per frame were joined.
+    assert float(after.detach()) < 0.5 * float(before.detach())
