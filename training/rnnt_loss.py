@@ -27,20 +27,38 @@ _FAR = -1.0e4  # log probability of a cell outside the pruned band: finite, so g
 
 
 def lattice_log_likelihood(
-    blank_lp: torch.Tensor, label_lp: torch.Tensor, logit_lengths: torch.Tensor, target_lengths: torch.Tensor
+    blank_lp: torch.Tensor,
+    label_lp: torch.Tensor,
+    logit_lengths: torch.Tensor,
+    target_lengths: torch.Tensor,
+    start: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """log P(y | x) per utterance (B,) from the lattice's blank (B, T, U+1) and label (B, T, U) log probs."""
-    batch, frames, _ = blank_lp.shape
+    """log P(y | x) per utterance (B,), summed over the lattice's paths, or over those inside pruned bands.
+
+    Whole lattice (``start`` None): blank (B, T, U+1) and label (B, T, U) log probs at every label position.
+    Bands: blank and label (B, T, W) log probs at positions ``band_positions(start, W)``; moving from frame
+    t-1 to t shifts the band by start[t] - start[t-1] (the whole lattice is the band of width U+1 at 0).
+    """
+    batch, frames, width = blank_lp.shape
+    if start is None:
+        start = torch.zeros(batch, frames, dtype=torch.long, device=blank_lp.device)
+        label_lp = torch.nn.functional.pad(label_lp, (0, 1))
     zeros = label_lp.new_zeros(batch, frames, 1)
-    cum_label = torch.cat([zeros, torch.cumsum(label_lp, dim=2)], dim=2)  # C(t, u), (B, T, U+1)
-    alphas = [cum_label[:, 0]]  # t = 0: only label emissions
+    cum_label = torch.cat([zeros, torch.cumsum(label_lp[:, :, :-1], dim=2)], dim=2)  # C(t, k), (B, T, W)
+    offsets = torch.arange(width, device=start.device)
+    alphas = [cum_label[:, 0]]  # t = 0: the band starts at 0 and only label emissions reach (0, k)
     for t in range(1, frames):
-        a = alphas[-1] + blank_lp[:, t - 1]
+        # Band t's positions in band t-1's coordinates (bands may move back only in padding frames).
+        shift = (start[:, t] - start[:, t - 1])[:, None] + offsets
+        came = alphas[-1] + blank_lp[:, t - 1]
+        a = torch.gather(came, 1, shift.clamp(0, width - 1))
+        a = torch.where((shift >= 0) & (shift < width), a, torch.full_like(a, _FAR))
         alphas.append(cum_label[:, t] + torch.logcumsumexp(a - cum_label[:, t], dim=1))
-    alpha = torch.stack(alphas, dim=1)  # (B, T, U+1)
+    alpha = torch.stack(alphas, dim=1)  # (B, T, W)
     idx_b = torch.arange(batch, device=blank_lp.device)
     last_t = logit_lengths - 1
-    return alpha[idx_b, last_t, target_lengths] + blank_lp[idx_b, last_t, target_lengths]
+    k = (target_lengths - start[idx_b, last_t]).clamp(0, width - 1)
+    return alpha[idx_b, last_t, k] + blank_lp[idx_b, last_t, k]
 
 
 def lattice_log_probs(log_probs: torch.Tensor, targets: torch.Tensor, blank: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -143,13 +161,12 @@ def pruned_log_likelihood(
     """log P(y | x) per utterance (B,), summed over the paths inside the bands.
 
     logits: (B, T, W, V) joiner outputs at positions ``band_positions(start, W)``; targets (B, U) as for
-    :func:`rnnt_loss`. Same recursion as :func:`lattice_log_likelihood`, in band coordinates: moving from
-    frame t-1 to t shifts the band by start[t] - start[t-1].
+    :func:`rnnt_loss`.
     """
     if logits.dtype not in (torch.float32, torch.float64):
         logits = logits.float()
     log_probs = torch.log_softmax(logits, dim=-1)
-    batch, frames, width, _ = log_probs.shape
+    frames, width = log_probs.shape[1], log_probs.shape[2]
     positions = band_positions(start, width).clamp(max=max(targets.shape[1] - 1, 0))
     blank_lp = log_probs[..., blank]  # (B, T, W)
     if targets.shape[1] == 0:
@@ -157,24 +174,7 @@ def pruned_log_likelihood(
     else:
         label_ids = torch.gather(targets[:, None, :].expand(-1, frames, -1), 2, positions)
         label_lp = torch.gather(log_probs, 3, label_ids[..., None]).squeeze(3)  # (B, T, W)
-    zeros = label_lp.new_zeros(batch, frames, 1)
-    cum_label = torch.cat([zeros, torch.cumsum(label_lp[:, :, :-1], dim=2)], dim=2)  # (B, T, W)
-    offsets = torch.arange(width, device=start.device)
-    entry = torch.full((batch, width), _FAR, dtype=log_probs.dtype, device=log_probs.device)
-    entry[:, 0] = 0.0
-    alphas = [cum_label[:, 0] + torch.logcumsumexp(entry - cum_label[:, 0], dim=1)]
-    for t in range(1, frames):
-        # Band t's positions in band t-1's coordinates (bands may move back only in padding frames).
-        shift = (start[:, t] - start[:, t - 1])[:, None] + offsets
-        came = alphas[-1] + blank_lp[:, t - 1]
-        a = torch.gather(came, 1, shift.clamp(0, width - 1))
-        a = torch.where((shift >= 0) & (shift < width), a, torch.full_like(a, _FAR))
-        alphas.append(cum_label[:, t] + torch.logcumsumexp(a - cum_label[:, t], dim=1))
-    alpha = torch.stack(alphas, dim=1)  # (B, T, W)
-    idx_b = torch.arange(batch, device=logits.device)
-    last_t = logit_lengths - 1
-    k = (target_lengths - start[idx_b, last_t]).clamp(0, width - 1)
-    return alpha[idx_b, last_t, k] + blank_lp[idx_b, last_t, k]
+    return lattice_log_likelihood(blank_lp, label_lp, logit_lengths, target_lengths, start)
 
 
 def rnnt_loss_reference(logits: torch.Tensor, targets: torch.Tensor, blank: int = 0) -> float:
