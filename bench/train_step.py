@@ -35,8 +35,9 @@ def measure(features: Path, widths: list[int], batches: int, threads: int, max_f
     picked = list(length_bucketed_batches(shard.num_frames(), max_frames, rng))[: batches + 1]
     setups = []
     for width in widths:
-        model, simple = Transducer(model_cfg), SimpleJoiner(model_cfg)
-        params = list(model.parameters()) + list(simple.parameters())
+        model = Transducer(model_cfg)
+        simple = SimpleJoiner(model_cfg) if width > 0 else None
+        params = list(model.parameters()) + (list(simple.parameters()) if simple is not None else [])
         setups.append((width, model, simple, torch.optim.AdamW(params, lr=1e-3), TrainConfig(prune_width=width)))
     times: dict[int, list[float]] = {w: [] for w in widths}
     for i, indices in enumerate(picked):

@@ -129,14 +129,14 @@ class SimpleJoiner(torch.nn.Module):
 
 
 def transducer_loss(
-    model: Transducer, simple: SimpleJoiner, batch: Batch, cfg: TrainConfig, progress: float
+    model: Transducer, simple: SimpleJoiner | None, batch: Batch, cfg: TrainConfig, progress: float
 ) -> tuple[torch.Tensor, float]:
     """The loss to minimise and the transducer's own mean negative log likelihood (for the progress bar).
 
-    With ``cfg.prune_width`` 0 both are the full RNN-T loss; otherwise the loss is the pruned transducer's
-    plus the simple joiner's, weighted as in Kuang et al. (the simple one alone at first).
+    Without a simple joiner both are the full RNN-T loss; with one (``cfg.prune_width`` > 0) the loss is the
+    pruned transducer's plus the simple joiner's, weighted as in Kuang et al. (the simple one alone at first).
     """
-    if cfg.prune_width <= 0:
+    if simple is None:
         logits = model.joint_logits(batch.feats, batch.tokens)
         loss = rnnt_loss(logits, batch.tokens, batch.feat_lengths, batch.token_lengths)
         return loss, float(loss.detach())
@@ -183,10 +183,9 @@ def train(
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     model = Transducer(model_cfg)
-    simple = SimpleJoiner(model_cfg)
-    optimiser = torch.optim.AdamW(
-        list(model.parameters()) + list(simple.parameters()), lr=cfg.lr, weight_decay=cfg.weight_decay
-    )
+    simple = SimpleJoiner(model_cfg) if cfg.prune_width > 0 else None
+    params = list(model.parameters()) + (list(simple.parameters()) if simple is not None else [])
+    optimiser = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     pruner = GradualPruner(model, cfg.final_sparsity, cfg.prune_begin, cfg.prune_end)
     (out_dir / "config.json").write_text(
         json.dumps({"model": model_cfg.to_dict(), "train": asdict(cfg)}, indent=2) + "\n"
@@ -197,7 +196,7 @@ def train(
     if last.exists():
         state = torch.load(last, weights_only=True)
         model.load_state_dict(state["model"])
-        if "simple" in state:
+        if simple is not None:
             simple.load_state_dict(state["simple"])
         optimiser.load_state_dict(state["optimiser"])
         pruner.load_state_dict(state["pruner"])
@@ -218,7 +217,7 @@ def train(
         torch.save(
             {
                 "model": model.state_dict(),
-                "simple": simple.state_dict(),
+                "simple": simple.state_dict() if simple is not None else None,
                 "optimiser": optimiser.state_dict(),
                 "pruner": pruner.state_dict(),
                 "step": step,
