@@ -473,10 +473,16 @@ class MicSource:
             self._converter = _Converter(rate)
             self._device_name, self._device_rate = device.name, rate
             self._last_callback = time.monotonic()
-        stream.start()
+        # "running" before the first callback, so that no reader sees audio from a source still "waiting";
+        # if start() fails, the supervisor sets "waiting" again.
         note = "" if rate == SAMPLE_RATE else f", resampled to {SAMPLE_RATE} Hz"
         self._set_state("running", f"capturing from {device.name!r} (index {device.index}) at {rate} Hz, "
                                    f"{channels} channel{'s' if channels > 1 else ''}{note}")
+        try:
+            stream.start()
+        except Exception:
+            stream.close()
+            raise
         return stream
 
     def _supervise(self) -> None:

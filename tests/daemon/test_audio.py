@@ -333,6 +333,7 @@ os.write(fd, np.load(inp).astype("<i2").tobytes())
 with conf.open("a") as handle:  # the microphone is "plugged in"
     handle.write(entry)
 chunk = None
+deadline = time.monotonic() + 30  # a loaded machine may take seconds to rescan ALSA and open the device
 while chunk is None and time.monotonic() < deadline:
     chunk = source.read(0.5)
 after = source.stats.to_dict()
@@ -361,9 +362,12 @@ def test_missing_mic_backs_off_then_opens_when_plugged_in(alsa_devices: Any) -> 
     assert "next attempt in" in waiting["status"]
     assert result["early_is_none"] is True
     after = result["after"]
-    assert after["state"] == "running" and after["device"] == "harkdlate"
     first = result["first"]
-    assert result["start"] == 0 and first is not None and first == x[: len(first)].tolist()
+    assert first is not None, f"no audio within 30 s of plugging in; the source says {after}"
+    assert after["state"] == "running" and after["device"] == "harkdlate"
+    # A slow reader may get more than the fifo held (the file plugin pads with silence); compare what overlaps.
+    n = min(len(first), len(x))
+    assert result["start"] == 0 and n >= 160 and first[:n] == x[:n].tolist()
 
 
 def test_devices_command_lists_input_devices(alsa_devices: Any) -> None:
