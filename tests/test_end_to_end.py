@@ -159,7 +159,7 @@ def test_live_audio_becomes_lattices_on_mqtt(live_run: LiveRun) -> None:
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "the shipped recogniser (models/recognizer/README.md: 39% WER on clean held-out voices) does not "
+    "the shipped recogniser (models/recognizer/README.md: 36% WER on clean held-out voices) does not "
     "yet recognise the sample's held-out name 'doctor siobhan okafor'; strict, so this fails once it does"))
 def test_live_lattices_carry_the_spoken_words(recognizer_model: tuple[Path, bool],
                                               request: pytest.FixtureRequest) -> None:

@@ -382,6 +382,29 @@ def loudspeaker(x: npt.ArrayLike, rng: np.random.Generator, sample_rate: int = S
     return y.astype(np.float32)
 
 
+def change_speed(x: npt.ArrayLike, factor: float) -> FloatArray:
+    """``x`` played ``factor`` times faster: tempo, pitch and formants all move by ``factor``.
+
+    Band-limited resampling in the frequency domain (the spectrum is cut or zero-padded), so speeding up
+    does not alias. Unlike a TTS engine's rate and pitch settings, this moves the formants too, as another
+    speaker's longer or shorter vocal tract would (speed perturbation, Ko et al. 2015).
+    """
+    if factor <= 0:
+        raise ValueError(f"speed factor must be positive, got {factor}")
+    y = as_float32(x)
+    n = len(y)
+    m = max(1, round(n / factor))
+    if m == n or n < 2:
+        return y
+    spectrum = np.fft.rfft(y)
+    bins = m // 2 + 1
+    if bins <= len(spectrum):
+        spectrum = spectrum[:bins]
+    else:
+        spectrum = np.concatenate([spectrum, np.zeros(bins - len(spectrum), dtype=spectrum.dtype)])
+    return (np.fft.irfft(spectrum, m) * (m / n)).astype(np.float32)
+
+
 # ----------------------------------------------------------------------------------------- the augmenter
 
 
@@ -395,6 +418,7 @@ class AugmentConfig:
     reverb_rt60_s: tuple[float, float] = (0.2, 0.9)  # s, rooms from furnished to bare
     reverb_drr_db: tuple[float, float] = (-3.0, 10.0)  # dB, direct-to-reverberant energy
     gain_db: tuple[float, float] = (-15.0, 3.0)  # dB, overall level applied after the condition
+    speed: tuple[float, float] = (1.0, 1.0)  # change_speed factor drawn per utterance, before the condition
     synthetic_noise_share: float = 0.4  # share of "noise" draws using white/pink/brown noise
     weights: tuple[tuple[str, float], ...] = (
         ("clean", 0.15),
@@ -414,6 +438,7 @@ class AugmentConfig:
             "reverb_rt60_s",
             "reverb_drr_db",
             "gain_db",
+            "speed",
         ):
             low, high = getattr(self, name)
             if low > high:
@@ -425,6 +450,8 @@ class AugmentConfig:
             raise ValueError("AugmentConfig.weights: at least one weight must be positive")
         if not 0.0 <= self.synthetic_noise_share <= 1.0:
             raise ValueError("AugmentConfig.synthetic_noise_share must be within 0–1")
+        if self.speed[0] <= 0:
+            raise ValueError("AugmentConfig.speed: factors must be positive")
 
 
 class Augmenter:
@@ -495,10 +522,13 @@ class Augmenter:
         return names[int(self.rng.choice(len(names), p=weights / weights.sum()))]
 
     def random(self, speech: npt.ArrayLike) -> tuple[str, FloatArray]:
-        """A condition drawn by the configured weights, then a random gain; returns (condition, audio)."""
+        """A speed change (when configured), a condition drawn by the configured weights, then a random gain;
+        returns (condition, audio)."""
         condition = self.choose_condition()
         if condition in ("music", "echo") and not self.sources.music:
             condition = "noise"  # no music installed: fall back rather than fail the training run
+        if self.config.speed != (1.0, 1.0):
+            speech = change_speed(speech, self._uniform(self.config.speed))
         out = self.apply(speech, condition)
         return condition, apply_gain(out, self._uniform(self.config.gain_db))
 

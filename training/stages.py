@@ -194,7 +194,8 @@ def augment_config(ctx: Any) -> Any:
 
     cfg = ctx.config["augment"]
     snr = (float(cfg["snr_db"][0]), float(cfg["snr_db"][1]))
-    return augment.AugmentConfig(noise_snr_db=snr, music_snr_db=snr,
+    speed = cfg.get("speed", [1.0, 1.0])
+    return augment.AugmentConfig(noise_snr_db=snr, music_snr_db=snr, speed=(float(speed[0]), float(speed[1])),
                                  weights=tuple((str(k), float(v)) for k, v in cfg["conditions"].items()))
 
 

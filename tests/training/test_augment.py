@@ -17,6 +17,7 @@ from training.augment import (
     SourceBank,
     apply_gain,
     augment_for_eval,
+    change_speed,
     decode_to_cache,
     discover_sources,
     mix_at_snr,
@@ -270,3 +271,43 @@ def test_silent_noise_recording_falls_back_to_synthetic_noise_at_the_snr() -> No
     mixed = mix_at_snr(speech, np.zeros(4000, dtype=np.float32), 10.0, rng)
     noise = mixed - speech
     assert 10 * np.log10(power(speech) / power(noise)) == pytest.approx(10.0, abs=0.5)
+
+
+def _peak_hz(x: np.ndarray) -> float:
+    return float(np.argmax(np.abs(np.fft.rfft(x))) * SAMPLE_RATE / len(x))
+
+
+@pytest.mark.parametrize("factor", [0.88, 1.0, 1.15])
+def test_change_speed_moves_every_frequency_and_the_duration(factor: float) -> None:
+    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+    tone = (0.5 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
+    out = change_speed(tone, factor)
+    assert len(out) == round(SAMPLE_RATE / factor)
+    assert abs(_peak_hz(out) - 1000 * factor) < 2.0
+    assert abs(np.sqrt(power(out)) - np.sqrt(power(tone))) < 0.01  # same level
+
+
+def test_speeding_up_removes_what_would_alias() -> None:
+    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+    high = np.sin(2 * np.pi * 7500 * t).astype(np.float32)  # above the new Nyquist once 1.15x faster
+    low = np.sin(2 * np.pi * 500 * t).astype(np.float32)
+    out = change_speed(0.3 * (high + low), 1.15)
+    assert abs(_peak_hz(out) - 575) < 2.0
+    assert power(out) < 0.6 * power(0.3 * (high + low))  # only the low tone's half of the energy is left
+
+
+def test_change_speed_rejects_a_non_positive_factor() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        change_speed(np.zeros(100, dtype=np.float32), 0.0)
+    with pytest.raises(ValueError, match="speed"):
+        AugmentConfig(speed=(-1.0, 1.0))
+
+
+def test_augmenter_draws_a_speed_per_utterance(bank: SourceBank) -> None:
+    speech = _speech_like(1.0)
+    plain = Augmenter(bank, np.random.default_rng(3), AugmentConfig())
+    assert {len(plain.random(speech)[1]) for _ in range(10)} == {len(speech)}
+    varied = Augmenter(bank, np.random.default_rng(3), AugmentConfig(speed=(0.9, 1.1)))
+    lengths = [len(varied.random(speech)[1]) for _ in range(20)]
+    assert len(set(lengths)) > 10
+    assert all(round(len(speech) / 1.1) <= n <= round(len(speech) / 0.9) for n in lengths)
