@@ -317,9 +317,9 @@ def test_save_bias_file_is_atomic_and_round_trips(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------ beam search
 
 
-def decode(favoured: str, other: str, margin: float, bias: BiasGraph | None) -> list[Hypothesis]:
+def decode(favoured: str, other: str, margin: float, bias: BiasGraph | None, beam: int = 4) -> list[Hypothesis]:
     backend: TransducerBackend = CompetingBackend(favoured, other, margin)
-    recognizer = Recognizer(backend, TOKENS, Frontend(), DecodeConfig(beam=4, max_symbols=2))
+    recognizer = Recognizer(backend, TOKENS, Frontend(), DecodeConfig(beam=beam, max_symbols=2))
     stream = recognizer.stream(bias=bias.initial_state() if bias else None)
     stream.accept_features(np.zeros((6 * (len(favoured) + 2), 40), dtype=np.float32))
     stream.finalize()
@@ -358,6 +358,21 @@ def test_partial_match_credit_is_withdrawn_in_the_search() -> None:
     assert all(h.bias_score <= 0.0 + 1e-9 for h in results)
     plain = decode("call jon", "call jan", 2.0, None)
     assert results[0].acoustic_score == pytest.approx(plain[0].acoustic_score)
+
+
+@pytest.mark.parametrize(("said", "other", "names"), [
+    ("turn it on", "turn it off", ["Offenbach"]),
+    ("call jon now", "call jan now", ["Jane", "Janice", "Janet"]),
+])
+def test_a_list_that_names_nobody_said_does_not_change_the_words(said: str, other: str, names: list[str]) -> None:
+    # While "off..." or "jan..." is spelt, the listed names' provisional credit outweighs the acoustic margin;
+    # then the match fails and the credit is withdrawn. With the whole beam ranked by acoustic + bias, the
+    # words the audio favours had been pushed out by then ("turn it off", "call ja"); half the beam is kept
+    # for what the model itself prefers, so they are still there.
+    assert decode(said, other, 2.0, None, beam=2)[0].text == said
+    results = decode(said, other, 2.0, graph(names, score=3.0, hold=1.0), beam=2)
+    assert results[0].text == said
+    assert results[0].bias_score == 0.0
 
 
 def test_a_name_inside_a_longer_word_gets_nothing_in_the_search() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from daemon.frontend import Frontend
-from daemon.recognizer import DecodeConfig, Recognizer, TransducerBackend
+from daemon.recognizer import DecodeConfig, Recognizer, TransducerBackend, _Hyp, _unbiased_share
 from daemon.textnorm import ALPHABET
 from daemon.tokens import TokenTable
 
@@ -90,3 +90,19 @@ def test_nbest_is_sorted_and_distinct() -> None:
     assert scores == sorted(scores, reverse=True)
     assert len({h.tokens for h in hyps}) == len(hyps)
     assert hyps[0].text == "ok"
+
+
+def _hyp(text: str, acoustic: float, bias: float) -> _Hyp:
+    zero = np.zeros(1, dtype=np.float32)
+    return _Hyp(tuple(TOKENS.encode(text)), (), acoustic, bias, zero, zero, zero)
+
+
+def test_with_a_bias_list_half_the_beam_is_kept_for_what_the_model_prefers() -> None:
+    # Two hypotheses spelling names hold provisional credit and rank first by acoustic + bias; half the beam
+    # goes to the two the model prefers on the acoustics alone.
+    hyps = [_hyp("call jan", -3.0, 2.5), _hyp("call jani", -3.5, 2.5), _hyp("call jon", -1.0, 0.0),
+            _hyp("call john", -1.2, 0.0), _hyp("call joan", -4.0, 0.0)]
+    reserved = _unbiased_share(hyps, 4, lambda h: h.acoustic, biased=True)
+    assert [TOKENS.decode(h.tokens) for h in reserved] == ["call jon", "call john"]
+    assert _unbiased_share(hyps, 1, lambda h: h.acoustic, biased=True) == []  # a beam of one is all bias
+    assert _unbiased_share(hyps, 4, lambda h: h.acoustic, biased=False) == []  # no list: the plain beam
