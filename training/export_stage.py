@@ -143,7 +143,11 @@ def evaluate_model(ctx: Any) -> None:
         text = transcribe_samples(recognizer, samples)[0].text
         decode_s += time.perf_counter() - started
         audio_s += len(samples) / SAMPLE_RATE
-        groups = {"condition": row["condition"], "cohort": row["cohort"], "engine": row["engine"]}
+        # "names": whether the sentence names a (held-out) contact or appliance, per condition: how much of the
+        # error is the voices and how much the names.
+        named = "names" if row["entities"] else "no names"
+        groups = {"condition": row["condition"], "cohort": row["cohort"], "engine": row["engine"],
+                  "names": f"{row['condition']}, {named}"}
         board.add(groups, row["text"], text, [e["text"] for e in row["entities"]])
     fit = _training_fit(ctx, recognizer, int(ctx.config.get("evaluate", {}).get("training_utterances", 200)))
     zeros = total = 0
@@ -266,7 +270,7 @@ def render_card(card: ModelCard) -> str:
         "| group | value | WER % | entity accuracy % | utterances |",
         "| --- | --- | --- | --- | --- |",
     ]
-    for group in ("all", "condition", "engine", "cohort"):
+    for group in ("all", "condition", "names", "engine", "cohort"):
         for value, s in sorted(scores.get(group, {}).items()):
             lines.append(f"| {group} | {value} | {s['wer_percent']} | {s['entity_accuracy_percent']} | "
                          f"{s['utterances']} |")
