@@ -328,10 +328,9 @@ class RecognizerStream:
                 for k in labels:
                     lp = float(logp[i, k])
                     candidates.append((hyp.score + lp, hyp, int(k), lp))
-            floor = self._beam_floor(finished, lambda h: h.score)
+            floor = self._beam_floor(finished)
             # With a bias list, part of the beam goes to the labels the model itself prefers: see _unbiased_share.
-            biased = bool(candidates) and candidates[0][1].bias_state is not None
-            reserved = _unbiased_share(candidates, cfg.beam, lambda c: c[1].acoustic + c[3], biased)
+            reserved = _unbiased_share(candidates, cfg.beam, lambda c: c[1].acoustic + c[3], self.bias is not None)
             extended: dict[tuple[int, ...], _Hyp] = {}
             for _, hyp, k, lp in reserved:
                 tokens = (*hyp.tokens, k)
@@ -348,18 +347,16 @@ class RecognizerStream:
                     continue
                 extended[tokens] = self._extend(hyp, tokens, k, lp)
             frontier = list(extended.values())
-        pool = list(finished.values())
-        biased = bool(pool) and pool[0].bias_state is not None
-        kept = _unbiased_share(pool, cfg.beam, lambda h: h.acoustic, biased)
+        kept = _unbiased_share(list(finished.values()), cfg.beam, lambda h: h.acoustic, self.bias is not None)
         taken = {id(h) for h in kept}
-        kept += sorted((h for h in pool if id(h) not in taken), key=lambda h: h.score, reverse=True)
+        kept += sorted((h for h in finished.values() if id(h) not in taken), key=lambda h: h.score, reverse=True)
         self._hyps = sorted(kept[: cfg.beam], key=lambda h: h.score, reverse=True)
 
-    def _beam_floor(self, finished: dict[tuple[int, ...], _Hyp], key: Callable[[_Hyp], float]) -> float:
+    def _beam_floor(self, finished: dict[tuple[int, ...], _Hyp]) -> float:
         beam = self.recognizer.decode.beam
         if len(finished) < beam:
             return float("-inf")
-        return sorted((key(h) for h in finished.values()), reverse=True)[beam - 1]
+        return sorted((h.score for h in finished.values()), reverse=True)[beam - 1]
 
     def _extend(self, hyp: _Hyp, tokens: tuple[int, ...], token: int, lp: float) -> _Hyp:
         out, h, c = self._predicted(tokens, hyp)
