@@ -38,7 +38,7 @@ import random
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -191,12 +191,10 @@ def big_list(count: int, seed: int) -> BiasSet:
 
 
 class Harkd:
-    def __init__(self, model_dir: Path, beam: int, verify_distance: float = DecodeConfig.verify_max_distance,
-                 verify_candidates: int = DecodeConfig.verify_candidates) -> None:
-        self.recognizer = Recognizer.load(model_dir, threads=1, decode=DecodeConfig(beam=beam, verify_bias=False))
+    def __init__(self, model_dir: Path, decode: DecodeConfig) -> None:
+        self.recognizer = Recognizer.load(model_dir, threads=1, decode=replace(decode, verify_bias=False))
         r = self.recognizer
-        verify = DecodeConfig(beam=beam, verify_bias=True, verify_max_distance=verify_distance,
-                              verify_candidates=verify_candidates)
+        verify = replace(decode, verify_bias=True)
         self.verifying = Recognizer(r.backend, r.tokens, r.frontend, verify, r.card)  # the same models
 
     def graph(self, doc: BiasSet, boost: float, hold: float) -> BiasGraph:
@@ -261,9 +259,8 @@ def _key(boost: float, hold: float, verify: bool = False) -> str:
 
 def run(rows: list[Row], engines: Sequence[str], model_dir: Path, boosts: Sequence[tuple[float, float]],
         household: int,
-        fill: int, distractors: int, timing_list: int, beam: int, seed: int,
-        verify: Sequence[bool] = (False,), verify_distance: float = DecodeConfig.verify_max_distance,
-        verify_candidates: int = DecodeConfig.verify_candidates) -> dict[str, Any]:
+        fill: int, distractors: int, timing_list: int, decode: DecodeConfig, seed: int,
+        verify: Sequence[bool] = (False,)) -> dict[str, Any]:
     named = [r for r in rows if r.entities]
     plain = [r for r in rows if not r.entities]
     homes = households(named, household, fill, seed)
@@ -279,8 +276,8 @@ def run(rows: list[Row], engines: Sequence[str], model_dir: Path, boosts: Sequen
     results: dict[str, dict[str, Any]] = report["results"]
 
     if "harkd" in engines:
-        harkd = Harkd(model_dir, beam, verify_distance, verify_candidates)
-        report["verify"] = {"max_distance": verify_distance, "candidates": verify_candidates}
+        harkd = Harkd(model_dir, decode)
+        report["decode"] = asdict(decode)
         plain_runs = {"none": Run()}
         named_runs = {"none": Run()}
         for i, row in enumerate(named, 1):
@@ -413,6 +410,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hold", default=str(DEFAULT_HOLD),
                         help="share of the credit given while a name is matched, or several: 1,0.5")
     parser.add_argument("--beam", type=int, default=DecodeConfig.beam)
+    parser.add_argument("--explore-nats", type=float, default=DecodeConfig.bias_explore_nats,
+                        help="with a list, how far below the beam's acoustic floor the model's own choices are "
+                             "explored (default %(default)s; inf: no limit)")
     parser.add_argument("--verify", choices=("off", "on", "both"), default="both",
                         help="verified name substitution after the search (daemon.bias_verify): without, with, or "
                              "both in the same run")
@@ -453,7 +453,9 @@ def main(argv: list[str] | None = None) -> int:
     model_dir = args.model or default_model_dir("recognizer")
     verify = {"off": (False,), "on": (True,), "both": (False, True)}[args.verify]
     report = run(rows, engines, model_dir, boosts, args.household, args.fill, args.distractors, args.timing_list,
-                 args.beam, args.seed, verify, args.verify_distance, args.verify_candidates)
+                 DecodeConfig(beam=args.beam, bias_explore_nats=args.explore_nats,
+                              verify_max_distance=args.verify_distance, verify_candidates=args.verify_candidates),
+                 args.seed, verify)
     report["manifest"] = str(manifest)
     if args.include is not None:
         earlier = json.loads(args.include.read_text())

@@ -106,3 +106,6 @@ def test_with_a_bias_list_half_the_beam_is_kept_for_what_the_model_prefers() -> 
     assert [TOKENS.decode(h.tokens) for h in reserved] == ["call jon", "call john"]
     assert _unbiased_share(hyps, 1, lambda h: h.acoustic, biased=True) == []  # a beam of one is all bias
     assert _unbiased_share(hyps, 4, lambda h: h.acoustic, biased=False) == []  # no list: the plain beam
+    # Only what lies above the exploration bound is kept, even if that leaves the share short.
+    above = _unbiased_share(hyps, 4, lambda h: h.acoustic, biased=True, above=-1.1)
+    assert [TOKENS.decode(h.tokens) for h in above] == ["call jon"]
