@@ -32,7 +32,7 @@ import soundfile as sf
 
 from daemon.frontend import SAMPLE_RATE
 from daemon.paths import default_model_dir
-from daemon.recognizer import DecodeConfig
+from daemon.recognizer import DecodeConfig, Recognizer, transcribe_samples
 from daemon.textnorm import normalize
 from training.metrics import Scoreboard
 
@@ -40,8 +40,6 @@ Decoder = Callable[[np.ndarray], str]
 
 
 def harkd_engine(model_dir: Path, beam: int) -> Decoder:
-    from daemon.recognizer import Recognizer, transcribe_samples
-
     recognizer = Recognizer.load(model_dir, threads=1, decode=DecodeConfig(beam=beam))
 
     def decode(samples: np.ndarray) -> str:
