@@ -18,11 +18,21 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_MODEL_DIR = REPO_ROOT / "models" / "recognizer"
 _SOURCES = ("training/model.py", "training/export.py", "daemon/tflite.py", "daemon/frontend.py",
             "daemon/modelcard.py", "tests/recognizer_model.py")
+
+# The bundled sample's two commands (daemon/samples/commands.txt), for the tests that check the shipped
+# model's words: the first names a contact held out of training, the second an appliance seen in training.
+SAMPLE_UTTERANCES = [
+    pytest.param(0, id="held-out-name", marks=pytest.mark.xfail(strict=True, reason=(
+        "the shipped recogniser (models/recognizer/README.md: 36% WER on clean held-out voices) does not yet "
+        "recognise the sample's held-out name 'doctor siobhan okafor'; strict, so this fails once it does"))),
+    pytest.param(1, id="appliance"),
+]
 
 
 def shipped_model_dir() -> Path | None:

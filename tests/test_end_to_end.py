@@ -26,6 +26,7 @@ import soundfile as sf
 from alsa_fixtures import AlsaDevices, alsa_unavailable_reason
 from daemon_process import REPO_ROOT, FifoMicrophone, Harkd, NotifyListener, base_env, write_config
 from mosquitto import MOSQUITTO, Collector, Mosquitto
+from recognizer_model import SAMPLE_UTTERANCES
 
 from daemon.lattice import Lattice
 from daemon.messages import BiasSet, MediaDuck, Metrics, Reset, Status, Wake, decode
@@ -158,20 +159,17 @@ def test_live_audio_becomes_lattices_on_mqtt(live_run: LiveRun) -> None:
     assert BiasSet.from_dict(saved) == live_run.bias  # the retained bias list was taken and kept
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the shipped recogniser (models/recognizer/README.md: 36% WER on clean held-out voices) does not "
-    "yet recognise the sample's held-out name 'doctor siobhan okafor'; strict, so this fails once it does"))
-def test_live_lattices_carry_the_spoken_words(recognizer_model: tuple[Path, bool],
+@pytest.mark.parametrize("index", SAMPLE_UTTERANCES)
+def test_live_lattices_carry_the_spoken_words(index: int, recognizer_model: tuple[Path, bool],
                                               request: pytest.FixtureRequest) -> None:
     if not recognizer_model[1]:
         pytest.skip("needs the shipped model: models/recognizer is absent (a random-weight model stands in "
                     "for the other end-to-end checks, and its words mean nothing)")
     live_run: LiveRun = request.getfixturevalue("live_run")
     received = lattices(live_run.got)
-    utterances = list(dict.fromkeys(lat.utterance_id for _, lat in received))
-    for utterance_id, text in zip(utterances, EXPECTED, strict=True):
-        final = next(lat for _, lat in received if lat.utterance_id == utterance_id and lat.kind == "final")
-        assert set(text.split()) <= {arc.word for arc in final.arcs}, (text, final.nbest)
+    utterance_id = list(dict.fromkeys(lat.utterance_id for _, lat in received))[index]
+    final = next(lat for _, lat in received if lat.utterance_id == utterance_id and lat.kind == "final")
+    assert set(EXPECTED[index].split()) <= {arc.word for arc in final.arcs}, (EXPECTED[index], final.nbest)
 
 
 def test_lattices_survive_a_broker_outage_and_a_restart(tmp_path: Path, mosquitto: Any, mqtt_collector: Any,

@@ -9,7 +9,14 @@ import torch
 from training.features import Batch
 from training.model import ModelConfig, Transducer
 from training.rnnt_loss import rnnt_loss
-from training.train import SimpleJoiner, TrainConfig, spec_augment, transducer_loss, voice_augment
+from training.train import (
+    SimpleJoiner,
+    TrainConfig,
+    noisy_history,
+    spec_augment,
+    transducer_loss,
+    voice_augment,
+)
 
 N_MELS = 40
 
@@ -103,3 +110,25 @@ def test_the_pruned_loss_trains_the_transducer() -> None:
                       batch.token_lengths)
     # The full loss falls though only 2 label positions per frame were joined.
     assert float(after.detach()) < 0.5 * float(before.detach())
+
+
+def test_noisy_history_replaces_about_the_fraction_asked_and_never_padding() -> None:
+    tokens = torch.randint(1, 29, (8, 400), generator=torch.Generator().manual_seed(0))
+    tokens[:, 300:] = 0  # padding
+    noisy = noisy_history(tokens, 0.15, 29, np.random.default_rng(0))
+    changed = (noisy != tokens)[:, :300].float().mean()
+    assert 0.12 < float(changed) < 0.16  # 1 in 28 draws picks the same token again
+    assert bool((noisy[:, 300:] == 0).all()) and bool((noisy[:, :300] > 0).all())
+    assert noisy_history(tokens, 0.0, 29, np.random.default_rng(0)) is tokens
+
+
+def test_the_predictor_reads_the_history_and_the_loss_scores_the_targets() -> None:
+    torch.manual_seed(0)
+    model, batch = Transducer(TINY), _token_batch(3)
+    clean, _ = transducer_loss(model, None, batch, TrainConfig(), progress=1.0)
+    same, _ = transducer_loss(model, None, batch, TrainConfig(), progress=1.0, history=batch.tokens.clone())
+    other, _ = transducer_loss(model, None, batch, TrainConfig(), progress=1.0, history=batch.tokens.flip(1))
+    full = rnnt_loss(model.joint_logits(batch.feats, batch.tokens), batch.tokens, batch.feat_lengths,
+                     batch.token_lengths)
+    assert float(clean) == pytest.approx(float(full), rel=1e-5) and float(same) == pytest.approx(float(clean))
+    assert float(other) != pytest.approx(float(clean))
