@@ -50,7 +50,7 @@ from daemon.bias import DEFAULT_BOOST, DEFAULT_HOLD, BiasGraph
 from daemon.frontend import SAMPLE_RATE
 from daemon.messages import BiasSet
 from daemon.paths import default_model_dir
-from daemon.recognizer import BiasState, DecodeConfig, Recognizer
+from daemon.recognizer import BiasState, DecodeConfig, Recognizer, transcribe_samples
 from daemon.textnorm import normalize
 from training.metrics import Score
 
@@ -202,12 +202,8 @@ class Harkd:
 
     def decode(self, audio: Int16Array, bias: BiasState | None, verify: bool = False) -> tuple[str, float]:
         started = time.process_time()
-        stream = (self.verifying if verify else self.recognizer).stream(bias=bias)
-        for i in range(0, len(audio), 1600):
-            stream.accept_waveform(audio[i : i + 1600])
-        stream.finalize()
-        text = stream.text
-        return text, time.process_time() - started
+        hyps = transcribe_samples(self.verifying if verify else self.recognizer, audio, bias)
+        return (hyps[0].text if hyps else ""), time.process_time() - started
 
 
 class Whisper:

@@ -377,9 +377,9 @@ class RecognizerStream:
 
 
 def transcribe_samples(recognizer: Recognizer, samples: npt.NDArray[np.int16] | FloatArray,
-                       chunk: int = 1600) -> list[Hypothesis]:
-    """Decode a whole signal through the streaming path, ``chunk`` samples at a time."""
-    stream = recognizer.stream()
+                       bias: BiasState | None = None, chunk: int = 1600) -> list[Hypothesis]:
+    """Decode a whole signal through the streaming path, ``chunk`` samples at a time (biased by ``bias``)."""
+    stream = recognizer.stream(bias)
     for i in range(0, len(samples), chunk):
         stream.accept_waveform(samples[i : i + chunk])
     stream.finalize()

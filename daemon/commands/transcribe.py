@@ -9,15 +9,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-
 from daemon.audiofile import AudioFileError, read_audio
 from daemon.bias import DEFAULT_BOOST, BiasFileError, BiasGraph, load_bias_file
 from daemon.frontend import SAMPLE_RATE
 from daemon.modelcard import ModelError
 from daemon.paths import default_model_dir
-from daemon.recognizer import BiasState, DecodeConfig, Hypothesis, Recognizer
+from daemon.recognizer import BiasState, DecodeConfig, Hypothesis, Recognizer, transcribe_samples
 
 
 def register(sub: Any) -> None:
@@ -71,15 +68,6 @@ def _result(path: Path, hyps: list[Hypothesis], audio_s: float, decode_s: float,
     }
 
 
-def _decode(recognizer: Recognizer, samples: npt.NDArray[np.int16], bias: BiasState | None,
-            chunk: int = 1600) -> list[Hypothesis]:
-    stream = recognizer.stream(bias=bias)
-    for i in range(0, len(samples), chunk):
-        stream.accept_waveform(samples[i : i + chunk])
-    stream.finalize()
-    return stream.nbest()
-
-
 def run(args: argparse.Namespace) -> int:
     model_dir = args.model or default_model_dir("recognizer")
     bias_doc = None
@@ -120,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
             status = 1
             continue
         started = time.perf_counter()
-        hyps = _decode(recognizer, samples, bias)
+        hyps = transcribe_samples(recognizer, samples, bias)
         elapsed = time.perf_counter() - started
         result = _result(path, hyps, len(samples) / SAMPLE_RATE, elapsed, recognizer.frame_shift_s)
         if args.json:
