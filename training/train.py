@@ -157,13 +157,13 @@ def transducer_loss(
     pruned transducer's plus the simple joiner's, weighted as in Kuang et al. (the simple one alone at first).
     ``history`` is what the predictor reads (default: the targets themselves, ``batch.tokens``).
     """
+    history = batch.tokens if history is None else history
     frames, labels = batch.feat_lengths, batch.token_lengths
-    enc, _ = model.encoder(batch.feats, model.encoder.initial_state(batch.feats.shape[0]))  # (B, T, J)
-    pred = model.predictor(batch.tokens if history is None else history)  # (B, U+1, J)
     if simple is None:
-        logits = model.joiner(enc.unsqueeze(2), pred.unsqueeze(1))
-        loss = rnnt_loss(logits, batch.tokens, frames, labels)
+        loss = rnnt_loss(model.joint_logits(batch.feats, history), batch.tokens, frames, labels)
         return loss, float(loss.detach())
+    enc, _ = model.encoder(batch.feats, model.encoder.initial_state(batch.feats.shape[0]))  # (B, T, J)
+    pred = model.predictor(history)  # (B, U+1, J)
     blank_lp, label_lp = simple_lattice(simple.am(enc), simple.lm(pred), batch.tokens)
     simple_ll = lattice_log_likelihood(blank_lp, label_lp, frames, labels)
     start, fits = prune_ranges(blank_lp, label_lp, frames, labels, cfg.prune_width)
