@@ -14,7 +14,8 @@
 #   main:      espeak-ng (GPL-3+), flite (BSD-like), festival (BSD-like),
 #              festvox-kallpc16k / -rablpc16k / -kdlpc16k / -us-slt-hts ... (free), sox (GPL/LGPL),
 #              hedgewars-data (music: GPL-2 / CC-BY-SA-3.0, see its copyright file),
-#              asterisk-moh-opsound-wav (CC-BY-SA-3.0), openarena-data (GPL-2)
+#              asterisk-moh-opsound-wav (CC-BY-SA-3.0), openarena-data (GPL-2),
+#              asterisk-core-sounds-en(-wav) (CC-BY-SA-3.0: recorded prompts, used as real-speech negatives)
 #   contrib:   mbrola (the synthesiser, AGPL-3, in contrib because its voices are non-free),
 #              festvox-us1/us2/us3/en1 (free glue that needs the non-free mbrola voice databases)
 #   non-free:  mbrola-* voice databases (use only with the mbrola program; may not be sold or put into a
@@ -151,6 +152,9 @@ WANTED=(
     # music (hedgewars-data: ~93 min OGG; asterisk-moh-opsound-wav: 18 min at 8 kHz) and noise
     # (openarena-data: ambient sounds inside its .pk3 zip files: fans, wind, fire, water, machinery).
     hedgewars-data asterisk-moh-opsound-wav openarena-data
+    # real recorded English speech with transcripts (one speaker, 568 prompts): the wake recipe's real-speech
+    # negatives, in training and in its test set (training/wake_data.py).
+    asterisk-core-sounds-en-wav asterisk-core-sounds-en
 )
 
 changed=0
