@@ -210,7 +210,7 @@ def package_model(ctx: Any) -> None:
     test_rows = _test_rows(ctx, ctx.config["test_conditions"][0])
     voices_doc = json.loads((ctx.work / "voices.json").read_text())
     train_info = json.loads((ctx.work / "checkpoints" / "config.json").read_text())
-    seconds = json.loads((ctx.work / "train-time.json").read_text())["seconds"]
+    timing = json.loads((ctx.work / "train-time.json").read_text())
     details = {
         "training": {
             "command": RECIPE_COMMAND.format(name=ctx.name),
@@ -218,7 +218,8 @@ def package_model(ctx: Any) -> None:
             "utterances": len(train_rows),
             "hours": round(sum(r["samples"] for r in train_rows) / SAMPLE_RATE / 3600, 2),
             "voices_by_cohort": dict(Counter(v["cohort"] for v in voices_doc["train"])),
-            "train_time_minutes": round(seconds / 60, 1),
+            "train_time_minutes": round(timing["seconds"] / 60, 1),
+            "train_steps": timing.get("steps"),  # absent in work directories trained before it was recorded
             "train_config": train_info["train"],
             "augmentation": ctx.config["augment"],
         },
@@ -252,8 +253,9 @@ def render_card(card: ModelCard) -> str:
         "Streaming RNN-T for harkd (causal convolutional encoder, LSTM predictor, additive joiner), int8 TFLite,",
         "trained from synthesised speech only. Machine-readable card: `card.yaml` (sha256 of every file).",
         "",
-        f"- Rebuild: `{tr.get('command', '')}` ({tr.get('train_time_minutes', '?')} min of training on "
-        f"this build machine; {tr.get('utterances', '?')} utterances, {tr.get('hours', '?')} h of speech)",
+        f"- Rebuild: `{tr.get('command', '')}` ({tr.get('train_time_minutes', '?')} min of training, "
+        f"{tr.get('train_steps') or '?'} optimiser steps, on this build machine; {tr.get('utterances', '?')} "
+        f"utterances, {tr.get('hours', '?')} h of speech)",
         f"- Evaluate: `{ev.get('command', '')}`",
         f"- Size: {ev.get('total_size_bytes', 0) / 1e6:.2f} MB in three graphs; "
         f"{100 * ev.get('zero_fraction', 0):.1f}% of int8 weights exactly zero",

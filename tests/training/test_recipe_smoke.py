@@ -42,6 +42,7 @@ def test_package_has_card_metrics_and_sparse_int8_graphs(smoke_model: Path) -> N
     assert evaluation["scores"]["condition"]["clean"]["utterances"] > 0
     assert evaluation["parity"]["utterances"] > 0
     assert card["training"]["command"].startswith("python -m training.recipe")
+    assert card["training"]["train_steps"] == 12  # the smoke config's steps (its time budget is never reached)
 
 
 def test_transcribe_decodes_with_the_smoke_model_and_reports_bad_files(smoke_model: Path, tmp_path: Path) -> None:
