@@ -241,14 +241,14 @@ def _dataclass_from(cls: Any, overrides: dict[str, Any]) -> Any:
 
 
 def train_model(ctx: Any) -> None:
+    import torch
+
     from training.model import ModelConfig
     from training.train import TrainConfig, train
 
     model_cfg = _dataclass_from(ModelConfig, ctx.config.get("model") or {})
     train_cfg = _dataclass_from(TrainConfig, ctx.config.get("train") or {})
     shard = FeatureShard.load(ctx.work / "features-train.npz")
-    import torch
-
     started = time.monotonic()
     final = train(shard, model_cfg, train_cfg, ctx.work / "checkpoints")
     # The steps made in the time budget depend on the machine and on what else runs: the card records both.
