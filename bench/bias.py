@@ -195,7 +195,7 @@ class Harkd:
         self.recognizer = Recognizer.load(model_dir, threads=1, decode=replace(decode, verify_bias=False))
         r = self.recognizer
         verify = replace(decode, verify_bias=True)
-        self.verifying = Recognizer(r.backend, r.tokens, r.frontend, verify, r.card)  # the same models
+        self.verifying = Recognizer(r.backend, r.tokens, r.frontend, verify, r.card, r.mean_norm)  # the same models
 
     def graph(self, doc: BiasSet, boost: float, hold: float) -> BiasGraph:
         return BiasGraph.from_document(doc, self.recognizer.tokens, boost, hold=hold)

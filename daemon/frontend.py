@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -141,3 +142,60 @@ class FeatureStream:
         consumed = len(feats) * self.frontend.cfg.hop
         self._pending = buffered[consumed:]
         return feats
+
+
+@dataclass(frozen=True)
+class MeanNormConfig:
+    """Streaming mean normalisation of log-mel features (a recogniser setting: its card carries it).
+
+    A voice's or a microphone's lasting colour is a near-constant offset per mel band in the log domain.
+    The normaliser tracks each band's running mean with an exponential moving average of time constant
+    ``frames`` (10 ms frames), starting from ``initial_mean`` (the training data's mean) at the start of each
+    stream, and subtracts its departure from ``initial_mean``: ``out = x - (m_t - initial_mean)``, with
+    ``m_t = a * m_(t-1) + (1 - a) * x_t`` and ``a = exp(-1 / frames)``. It is causal, so a stream needs no
+    look-ahead, and it runs in numpy beside the front end (not inside the int8 encoder, where its state
+    would be re-quantised every chunk).
+    """
+
+    frames: float  # time constant of the running mean, frames
+    initial_mean: tuple[float, ...]  # (n_mels,) the running mean at the start of a stream
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"frames": self.frames, "initial_mean": [round(float(v), 6) for v in self.initial_mean]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MeanNormConfig:
+        frames = float(data["frames"])
+        mean = tuple(float(v) for v in data["initial_mean"])
+        if frames <= 0 or not mean:
+            raise ValueError(f"mean normalisation needs frames > 0 and an initial mean, got {data!r}")
+        return cls(frames, mean)
+
+
+class RunningMeanNorm:
+    """The state of :class:`MeanNormConfig` for one stream (or for a batch of streams of equal length).
+
+    Frames are processed one at a time through the same numpy calls, so a whole utterance and the same
+    utterance fed in pieces give bit-identical results. Inputs are (T, n_mels) or (B, T, n_mels).
+    """
+
+    def __init__(self, cfg: MeanNormConfig) -> None:
+        self.cfg = cfg
+        self._initial = np.asarray(cfg.initial_mean, dtype=np.float32)
+        self._decay = np.float32(np.exp(-1.0 / cfg.frames))
+        self._mean: npt.NDArray[np.float32] | None = None
+
+    def apply(self, feats: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        feats = np.asarray(feats, dtype=np.float32)
+        if feats.shape[-1] != len(self._initial):
+            raise ValueError(f"features have {feats.shape[-1]} bands, the normaliser {len(self._initial)}")
+        if self._mean is None:
+            self._mean = np.broadcast_to(self._initial, feats.shape[:-2] + self._initial.shape).copy()
+        out = np.empty_like(feats)
+        mean, decay, rest = self._mean, self._decay, np.float32(1.0) - self._decay
+        for t in range(feats.shape[-2]):
+            frame = feats[..., t, :]
+            mean = decay * mean + rest * frame
+            out[..., t, :] = frame - (mean - self._initial)
+        self._mean = mean
+        return out

@@ -26,9 +26,9 @@ import numpy as np
 import numpy.typing as npt
 
 from daemon.bias_verify import BiasLexicon, lexicon_of, verify_names
-from daemon.frontend import FeatureStream, Frontend, FrontendConfig
+from daemon.frontend import FeatureStream, Frontend, FrontendConfig, MeanNormConfig, RunningMeanNorm
 from daemon.hypothesis import Hypothesis
-from daemon.modelcard import ModelCard, load_card
+from daemon.modelcard import ModelCard, ModelError, load_card
 from daemon.tokens import TokenTable
 
 log = logging.getLogger(__name__)
@@ -149,6 +149,17 @@ def _merge(pool: dict[tuple[int, ...], _Hyp], hyp: _Hyp) -> None:
     pool[hyp.tokens] = best
 
 
+def mean_norm_of(card: ModelCard) -> MeanNormConfig | None:
+    """The feature mean normalisation a recogniser card asks for (cards without one predate it: none)."""
+    norm = card.model.get("mean_norm")
+    if norm is None:
+        return None
+    try:
+        return MeanNormConfig.from_dict(norm)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"{card.name}: bad 'mean_norm' in the model card: {exc}") from exc
+
+
 class Recognizer:
     """Holds the models (built once); :meth:`stream` makes a cheap per-utterance stream."""
 
@@ -159,12 +170,14 @@ class Recognizer:
         frontend: Frontend,
         decode: DecodeConfig | None = None,
         card: ModelCard | None = None,
+        mean_norm: MeanNormConfig | None = None,
     ) -> None:
         self.backend = backend
         self.tokens = tokens
         self.frontend = frontend
         self.decode = decode or DecodeConfig()
         self.card = card
+        self.mean_norm = mean_norm  # streaming mean normalisation of the features, when the model uses it
 
     @classmethod
     def load(cls, model_dir: Path, threads: int = 1, decode: DecodeConfig | None = None) -> Recognizer:
@@ -175,7 +188,7 @@ class Recognizer:
         backend = TfliteTransducer(model_dir, card, threads)
         tokens = TokenTable.load(model_dir / "tokens.json")
         frontend = Frontend(FrontendConfig.from_dict(card.frontend))
-        return cls(backend, tokens, frontend, decode, card)
+        return cls(backend, tokens, frontend, decode, card, mean_norm_of(card))
 
     @property
     def frame_shift_s(self) -> float:
@@ -197,6 +210,7 @@ class RecognizerStream:
     samples_accepted: int = 0
     finished: bool = False
     _features: FeatureStream = field(init=False)
+    _mean_norm: RunningMeanNorm | None = field(init=False, default=None)
     _pending: list[FloatArray] = field(init=False, default_factory=list)
     _state: FloatArray = field(init=False)
     _hyps: list[_Hyp] = field(init=False)
@@ -213,6 +227,8 @@ class RecognizerStream:
         if self.recognizer.decode.verify_bias:
             self._lexicon = lexicon_of(self.bias)
         self._features = self.recognizer.frontend.stream()
+        if self.recognizer.mean_norm is not None:
+            self._mean_norm = RunningMeanNorm(self.recognizer.mean_norm)
         self._state = backend.initial_encoder_state()
         h, c = backend.initial_predictor_state()
         out, h, c = backend.predict(0, h, c)
@@ -230,7 +246,11 @@ class RecognizerStream:
             self.accept_features(feats)
 
     def accept_features(self, feats: FloatArray) -> None:
-        self._pending.append(np.asarray(feats, dtype=np.float32))
+        """Feed log-mel frames of the shared front end (normalised here when the model asks for it)."""
+        feats = np.asarray(feats, dtype=np.float32)
+        if self._mean_norm is not None:
+            feats = self._mean_norm.apply(feats)
+        self._pending.append(feats)
         buffered = np.concatenate(self._pending)
         size = self.recognizer.backend.chunk_features
         n_full = len(buffered) // size

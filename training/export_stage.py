@@ -15,9 +15,9 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from daemon.frontend import SAMPLE_RATE, Frontend, FrontendConfig
+from daemon.frontend import SAMPLE_RATE, Frontend, FrontendConfig, RunningMeanNorm
 from daemon.modelcard import ModelCard, sha256_file
-from daemon.recognizer import DecodeConfig, Recognizer, transcribe_samples
+from daemon.recognizer import DecodeConfig, Recognizer, mean_norm_of, transcribe_samples
 from daemon.tflite import ENCODER_FILE, JOINER_FILE, PREDICTOR_FILE
 from daemon.tflite_transducer import TfliteTransducer
 from training.features import FeatureShard
@@ -30,8 +30,9 @@ GRAPH_FILES = (ENCODER_FILE, PREDICTOR_FILE, JOINER_FILE)
 RECIPE_COMMAND = "python -m training.recipe --config training/configs/{name}.yaml"
 
 
-def _model_section(model_cfg: Any) -> dict[str, Any]:
-    return {
+def _model_section(model: Any) -> dict[str, Any]:
+    model_cfg = model.cfg
+    section: dict[str, Any] = {
         "type": "rnnt-conv-lstm",
         "chunk_features": model_cfg.chunk_features,
         "frame_shift_s": round(0.01 * model_cfg.subsampling, 4),
@@ -40,6 +41,10 @@ def _model_section(model_cfg: Any) -> dict[str, Any]:
         "vocab_size": model_cfg.vocab_size,
         "architecture": model_cfg.to_dict(),
     }
+    norm = model.mean_norm()
+    if norm is not None:
+        section["mean_norm"] = norm.to_dict()
+    return section
 
 
 def _card(ctx: Any, directory: Path, details: dict[str, Any] | None = None) -> ModelCard:
@@ -53,14 +58,15 @@ def _card(ctx: Any, directory: Path, details: dict[str, Any] | None = None) -> M
         version=time.strftime("%Y%m%d"),
         files=files,
         frontend=FrontendConfig().to_dict(),
-        model=_model_section(model.cfg),
+        model=_model_section(model),
         details=details or {},
     )
 
 
 def _tflite_recognizer(ctx: Any, directory: Path, threads: int = 1) -> Recognizer:
     card = _card(ctx, directory)
-    return Recognizer(TfliteTransducer(directory, card, threads), TOKENS, Frontend(), DecodeConfig(), card)
+    return Recognizer(TfliteTransducer(directory, card, threads), TOKENS, Frontend(), DecodeConfig(), card,
+                      mean_norm_of(card))
 
 
 def _test_rows(ctx: Any, condition: str | None = None) -> list[dict[str, Any]]:
@@ -89,6 +95,9 @@ def export_model(ctx: Any) -> None:
     n_cal = min(len(shard), int(ctx.config.get("export", {}).get("calibration_utterances", 64)))
     picks = rng.choice(len(shard), size=n_cal, replace=False)
     calibration = [shard.utterance(int(i))[0].astype(np.float32) for i in picks]
+    norm = model.mean_norm()
+    if norm is not None:  # the graphs see normalised features on the device
+        calibration = [RunningMeanNorm(norm).apply(f) for f in calibration]
     export_tflite(model, calibration, out)
     TOKENS.save(out / "tokens.json")
 
@@ -104,7 +113,7 @@ def check_parity(ctx: Any, model: Any, out: Path) -> dict[str, Any]:
     held-out utterances; writes ``out/parity.json`` and fails if int8 loses more than 5 WER points."""
     from training.torch_backend import TorchTransducer
 
-    float_rec = Recognizer(TorchTransducer(model), TOKENS, Frontend())
+    float_rec = Recognizer(TorchTransducer(model), TOKENS, Frontend(), mean_norm=model.mean_norm())
     int8_rec = _tflite_recognizer(ctx, out)
     boards = {"float": Scoreboard(), "int8": Scoreboard()}
     same = 0

@@ -10,6 +10,8 @@ Encoder (streaming, explicit state):
   exactly streaming from a zero state.
 Predictor: token embedding -> one LSTM layer -> linear to the joiner dimension (start token = blank).
 Joiner: tanh(encoder + predictor) -> linear to the vocabulary (blank = 0).
+With ``mean_norm_frames`` set, the features are first mean-normalised as they stream
+(:class:`daemon.frontend.RunningMeanNorm`, in numpy outside the graphs, in training and on the device alike).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from typing import cast
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from daemon.frontend import MeanNormConfig
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,7 @@ class ModelConfig:
     stack_low: int = 3  # feature frames per low-rate frame
     stack_high: int = 2  # low-rate frames per encoder frame
     chunk_frames: int = 4  # encoder frames per streaming chunk
+    mean_norm_frames: int = 0  # time constant of daemon.frontend.MeanNormConfig (frames); 0: no normalisation
 
     @property
     def subsampling(self) -> int:
@@ -163,6 +168,13 @@ class Transducer(nn.Module):
         self.encoder = Encoder(cfg)
         self.predictor = Predictor(cfg)
         self.joiner = Joiner(cfg)
+
+    def mean_norm(self) -> MeanNormConfig | None:
+        """The streaming mean normalisation the model was trained with, starting from the feature mean."""
+        if self.cfg.mean_norm_frames <= 0:
+            return None
+        mean = cast(torch.Tensor, self.encoder.feat_mean).detach().cpu().numpy()
+        return MeanNormConfig(float(self.cfg.mean_norm_frames), tuple(float(v) for v in mean))
 
     def joint_logits(self, feats: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """(B, T, n_mels), (B, U) -> logits (B, T // subsampling, U + 1, vocab)."""

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from daemon.frontend import MeanNormConfig, RunningMeanNorm
 from training.features import Batch, FeatureShard, length_bucketed_batches, make_batch
 from training.model import ModelConfig, Transducer
 from training.rnnt_loss import (
@@ -106,6 +107,15 @@ def voice_augment(batch: Batch, cfg: TrainConfig, rng: np.random.Generator) -> B
                 curve += rng.uniform(-cfg.eq_ripple, cfg.eq_ripple) * np.cos(np.pi * k * x + rng.uniform(0, np.pi))
         out[b] += torch.from_numpy(curve.astype(np.float32))
     return Batch(out, batch.feat_lengths, batch.tokens, batch.token_lengths)
+
+
+def mean_normalise(batch: Batch, norm: MeanNormConfig | None) -> Batch:
+    """The device's streaming mean normalisation, after the voice perturbations (which it partly undoes, as
+    it would undo a real voice's colour) and before the masks."""
+    if norm is None:
+        return batch
+    feats = torch.from_numpy(RunningMeanNorm(norm).apply(batch.feats.numpy()))
+    return Batch(feats, batch.feat_lengths, batch.tokens, batch.token_lengths)
 
 
 def spec_augment(batch: Batch, cfg: TrainConfig, subsampling: int, rng: np.random.Generator) -> Batch:
@@ -262,7 +272,8 @@ def train(
             for group in optimiser.param_groups:
                 group["lr"] = learning_rate(cfg, progress)
             batch = make_batch(shard, indices, model_cfg.subsampling)
-            batch = spec_augment(voice_augment(batch, cfg, rng), cfg, model_cfg.subsampling, rng)
+            batch = mean_normalise(voice_augment(batch, cfg, rng), model.mean_norm())
+            batch = spec_augment(batch, cfg, model_cfg.subsampling, rng)
             history = noisy_history(batch.tokens, cfg.history_noise, model_cfg.vocab_size, rng)
             loss, nll = transducer_loss(model, simple, batch, cfg, progress, history)
             optimiser.zero_grad()

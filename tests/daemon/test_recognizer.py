@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from daemon.frontend import Frontend
-from daemon.recognizer import DecodeConfig, Recognizer, TransducerBackend, _Hyp, _unbiased_share
+from daemon.frontend import Frontend, MeanNormConfig, RunningMeanNorm
+from daemon.modelcard import ModelCard, ModelError
+from daemon.recognizer import DecodeConfig, Recognizer, TransducerBackend, _Hyp, _unbiased_share, mean_norm_of
 from daemon.textnorm import ALPHABET
 from daemon.tokens import TokenTable
 
@@ -109,3 +111,36 @@ def test_with_a_bias_list_half_the_beam_is_kept_for_what_the_model_prefers() -> 
     # Only what lies above the exploration bound is kept, even if that leaves the share short.
     above = _unbiased_share(hyps, 4, lambda h: h.acoustic, biased=True, above=-1.1)
     assert [TOKENS.decode(h.tokens) for h in above] == ["call jon"]
+
+
+class RecordingBackend(ScriptedBackend):
+    """Keeps every feature chunk the encoder is given."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+        self.chunks: list[np.ndarray] = []
+
+    def encode(self, feats: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.chunks.append(feats.copy())
+        return super().encode(feats, state)
+
+
+def test_the_encoder_gets_the_mean_normalised_features_the_model_was_trained_on() -> None:
+    norm = MeanNormConfig(30.0, tuple(float(v) for v in np.linspace(-9.0, -3.0, 40)))
+    samples = (np.sin(np.arange(16000) * 0.3) * 8000).astype(np.int16)
+    feats = Frontend().compute(samples)
+    n = len(feats) // 6 * 6
+    for mean_norm, expected in ((None, feats[:n]), (norm, RunningMeanNorm(norm).apply(feats)[:n])):
+        backend = RecordingBackend()
+        stream = Recognizer(backend, TOKENS, Frontend(), mean_norm=mean_norm).stream()
+        for i in range(0, len(samples), 1000):
+            stream.accept_waveform(samples[i : i + 1000])
+        assert np.array_equal(np.concatenate(backend.chunks), expected)
+
+
+def test_a_card_with_a_bad_mean_norm_is_refused_with_the_reason() -> None:
+    card = ModelCard(name="m", kind="recognizer", version="1", files={}, frontend={},
+                     model={"mean_norm": {"frames": -1, "initial_mean": [0.0]}})
+    with pytest.raises(ModelError, match=r"m: bad 'mean_norm' in the model card: .*frames > 0"):
+        mean_norm_of(card)
+    assert mean_norm_of(ModelCard(name="m", kind="recognizer", version="1", files={}, frontend={}, model={})) is None

@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch", reason="training extra (torch) not installed")
 
+from daemon.frontend import RunningMeanNorm  # noqa: E402
+from training.features import FeatureShard, make_batch  # noqa: E402
 from training.model import ModelConfig, Transducer  # noqa: E402
 from training.sparsity import GradualPruner, schedule, zero_fraction  # noqa: E402
+from training.train import mean_normalise  # noqa: E402
 
 SMALL = ModelConfig(dim=32, blocks_low=1, blocks_high=2, embed_dim=16, pred_dim=24, joint_dim=32)
 
@@ -51,3 +55,21 @@ def test_gradual_pruning_reaches_the_target_with_exact_zeros() -> None:
     zeros, total = zero_fraction(model)
     assert zeros / total > 0.5
     assert schedule(0.8, 0.6, 0.2, 0.8) == pytest.approx(0.6)
+
+
+def test_mean_norm_follows_the_config_and_the_feature_mean_and_normalises_batches_as_streams() -> None:
+    assert Transducer(ModelConfig()).mean_norm() is None
+    model = Transducer(ModelConfig(mean_norm_frames=80))
+    mean = torch.linspace(-7.0, -2.0, 40)
+    model.encoder.feat_mean.copy_(mean)
+    norm = model.mean_norm()
+    assert norm is not None and norm.frames == 80.0
+    assert np.allclose(norm.initial_mean, mean.numpy())
+    rng = np.random.default_rng(0)
+    utterances = [rng.normal(-4.0, 2.0, size=(n, 40)).astype(np.float32) for n in (30, 54)]
+    shard = FeatureShard.build([(f, [1, 2]) for f in utterances])
+    batch = mean_normalise(make_batch(shard, [0, 1], subsampling=6), norm)
+    for b, feats in enumerate(utterances):
+        n = len(feats) // 6 * 6
+        expected = RunningMeanNorm(norm).apply(feats.astype(np.float16).astype(np.float32))[:n]
+        assert np.array_equal(batch.feats[b, :n].numpy(), expected)
