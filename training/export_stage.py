@@ -271,6 +271,10 @@ def render_card(card: ModelCard) -> str:
         f"- Real-time factor, one thread: {ev.get('real_time_factor_1_thread', '?')} ({ev.get('machine', '')})",
         f"- Quantization: {card.details.get('quantization', '')}",
     ]
+    norm = card.model.get("mean_norm")
+    if norm:
+        lines.append(f"- Features: the shared log-mel front end, then a streaming mean normalisation (moving average "
+                     f"over {norm['frames']:g} frames, in numpy before the encoder: `model.mean_norm` in the card)")
     decode = ev.get("decode", {})
     if decode:
         lines.append(f"- Decoding for every figure here: beam {decode['beam']}, at most {decode['max_symbols']} "

@@ -43,6 +43,8 @@ def test_package_has_card_metrics_and_sparse_int8_graphs(smoke_model: Path) -> N
     assert evaluation["parity"]["utterances"] > 0
     assert card["training"]["command"].startswith("python -m training.recipe")
     assert card["training"]["train_steps"] == 12  # the smoke config's steps (its time budget is never reached)
+    norm = card["model"]["mean_norm"]  # the feature normalisation the runtime applies, as the shipped recipe
+    assert norm["frames"] == 150 and len(norm["initial_mean"]) == 40
 
 
 def test_transcribe_decodes_with_the_smoke_model_and_reports_bad_files(smoke_model: Path, tmp_path: Path) -> None:
