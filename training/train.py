@@ -261,6 +261,7 @@ def train(
         )
         path.with_suffix(".tmp").replace(path)
 
+    norm = model.mean_norm()  # fixed once the feature statistics are set (or restored)
     model.train()
     bar = tqdm(total=100, desc="train", unit="%", initial=int(100 * progress_now()))
     smoothed = None
@@ -272,7 +273,7 @@ def train(
             for group in optimiser.param_groups:
                 group["lr"] = learning_rate(cfg, progress)
             batch = make_batch(shard, indices, model_cfg.subsampling)
-            batch = mean_normalise(voice_augment(batch, cfg, rng), model.mean_norm())
+            batch = mean_normalise(voice_augment(batch, cfg, rng), norm)
             batch = spec_augment(batch, cfg, model_cfg.subsampling, rng)
             history = noisy_history(batch.tokens, cfg.history_noise, model_cfg.vocab_size, rng)
             loss, nll = transducer_loss(model, simple, batch, cfg, progress, history)
