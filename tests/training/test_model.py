@@ -57,6 +57,20 @@ def test_gradual_pruning_reaches_the_target_with_exact_zeros() -> None:
     assert schedule(0.8, 0.6, 0.2, 0.8) == pytest.approx(0.6)
 
 
+def test_pruning_masks_move_in_steps_of_the_resolution() -> None:
+    model = Transducer(SMALL)
+    pruner = GradualPruner(model, final_sparsity=0.6, begin=0.0, end=1.0, resolution=0.05)
+    first = pruner.update(0.2)
+    assert schedule(0.2, 0.6, 0.0, 1.0) > first == pytest.approx(0.25)
+    masks = {name: m.clone() for name, m in pruner.masks.items()}
+    assert pruner.update(0.205) == first  # the schedule moved less than a step: the masks stay
+    assert all(torch.equal(masks[name], m) for name, m in pruner.masks.items())
+    assert pruner.update(0.3) > first
+    assert pruner.update(0.999) < 0.6 and pruner.update(1.0) == pytest.approx(0.6)
+    with pytest.raises(ValueError, match="resolution"):
+        GradualPruner(model, final_sparsity=0.6, resolution=0.0)
+
+
 def test_mean_norm_follows_the_config_and_the_feature_mean_and_normalises_batches_as_streams() -> None:
     assert Transducer(ModelConfig()).mean_norm() is None
     model = Transducer(ModelConfig(mean_norm_frames=80))
