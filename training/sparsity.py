@@ -6,8 +6,9 @@ smallest-magnitude weights are set to exactly zero and held there by a mask re-a
 step, so the exported int8 tensors (symmetric, zero point 0) keep the same zeros.
 
 The masks are recomputed in steps of ``resolution`` sparsity (and once more at the final sparsity), not at
-every optimiser step: finding each tensor's magnitude threshold costs about a fifth of a training step of the
-shipped model here, and Zhu & Gupta also prune at intervals. With the defaults that is 120 recomputations.
+every optimiser step: a magnitude threshold per tensor (a k-th value over all its weights) is costly beside
+one step of a small model, and Zhu & Gupta also prune at intervals. With the defaults that is 120
+recomputations.
 """
 
 from __future__ import annotations
