@@ -132,33 +132,3 @@ def test_the_predictor_reads_the_history_and_the_loss_scores_the_targets() -> No
                      batch.token_lengths)
     assert float(clean) == pytest.approx(float(full), rel=1e-5) and float(same) == pytest.approx(float(clean))
     assert float(other) != pytest.approx(float(clean))
-
-
-def test_train_step_benchmark_times_each_setup_on_the_recipe_model(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    import json
-
-    from bench import train_step
-    from training.features import FeatureShard
-
-    rng = np.random.default_rng(0)
-    shard = FeatureShard.build([(rng.normal(-5, 2, (n, N_MELS)).astype(np.float32), rng.integers(1, 29, n // 12))
-                                for n in (96, 120, 132, 150)])
-    shard.save(tmp_path / "features.npz")
-    small = {"dim": 16, "blocks_low": 1, "blocks_high": 1, "embed_dim": 8, "pred_dim": 16, "joint_dim": 16}
-    (tmp_path / "recipe.yaml").write_text(json.dumps({"model": small}))
-    out = tmp_path / "result.json"
-    assert train_step.main(["--features", str(tmp_path / "features.npz"), "--config", str(tmp_path / "recipe.yaml"),
-                            "--widths", "0,2", "--autograd-lattice", "--batches", "2", "--max-frames", "300",
-                            "--threads", "1", "--json", str(out)]) == 0
-    result = json.loads(out.read_text())
-    assert result["model"]["dim"] == 16
-    assert list(result["median_s_per_step"]) == ["width 0", "width 0, autograd lattice", "width 2",
-                                                 "width 2, autograd lattice"]
-    assert result["ratio_to_first"]["width 0"] == 1.0
-    assert all(v > 0 for v in result["median_s_per_step"].values())
-    from training import rnnt_loss, train
-
-    with train_step.lattice_gradient(True):
-        assert train.lattice_log_likelihood is rnnt_loss.lattice_log_likelihood \
-            is train_step.autograd_lattice_log_likelihood
-    assert train.lattice_log_likelihood is not train_step.autograd_lattice_log_likelihood
