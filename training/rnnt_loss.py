@@ -21,8 +21,6 @@ aligned with, and the full joiner is then evaluated only on ``width`` consecutiv
 
 from __future__ import annotations
 
-from typing import cast
-
 import torch
 
 _FAR = -1.0e4  # log probability of a cell outside the pruned band: finite, so gradients stay defined
@@ -40,20 +38,13 @@ def lattice_log_likelihood(
     Whole lattice (``start`` None): blank (B, T, U+1) and label (B, T, U) log probs at every label position.
     Bands: blank and label (B, T, W) log probs at positions ``band_positions(start, W)``; moving from frame
     t-1 to t shifts the band by start[t] - start[t-1] (the whole lattice is the band of width U+1 at 0).
-    Differentiable: the gradient is each cell's posterior occupancy, from the backward variables
-    (:class:`_LatticeLogLikelihood`), not from autograd through the frame-by-frame recursion.
     """
+    batch, frames, width = blank_lp.shape
     if start is None:
-        start = torch.zeros(blank_lp.shape[0], blank_lp.shape[1], dtype=torch.long, device=blank_lp.device)
+        start = torch.zeros(batch, frames, dtype=torch.long, device=blank_lp.device)
         label_lp = torch.nn.functional.pad(label_lp, (0, 1))
-    result = _LatticeLogLikelihood.apply(blank_lp, label_lp, start, logit_lengths, target_lengths)
-    return cast(torch.Tensor, result)
-
-
-def lattice_alphas(blank_lp: torch.Tensor, label_lp: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
-    """The forward variables alpha (B, T, W) over the bands (plain torch: autograd can differentiate it)."""
-    frames, width = blank_lp.shape[1], blank_lp.shape[2]
-    cum_label = _cumulative_labels(label_lp)
+    zeros = label_lp.new_zeros(batch, frames, 1)
+    cum_label = torch.cat([zeros, torch.cumsum(label_lp[:, :, :-1], dim=2)], dim=2)  # C(t, k), (B, T, W)
     offsets = torch.arange(width, device=start.device)
     alphas = [cum_label[:, 0]]  # t = 0: the band starts at 0 and only label emissions reach (0, k)
     for t in range(1, frames):
@@ -63,92 +54,11 @@ def lattice_alphas(blank_lp: torch.Tensor, label_lp: torch.Tensor, start: torch.
         a = torch.gather(came, 1, shift.clamp(0, width - 1))
         a = torch.where((shift >= 0) & (shift < width), a, torch.full_like(a, _FAR))
         alphas.append(cum_label[:, t] + torch.logcumsumexp(a - cum_label[:, t], dim=1))
-    return torch.stack(alphas, dim=1)
-
-
-def lattice_end(
-    alpha: torch.Tensor,
-    blank_lp: torch.Tensor,
-    start: torch.Tensor,
-    logit_lengths: torch.Tensor,
-    target_lengths: torch.Tensor,
-) -> torch.Tensor:
-    """log P(y | x) (B,) from the forward variables: the last blank from (last frame, label position U)."""
-    idx_b = torch.arange(alpha.shape[0], device=alpha.device)
+    alpha = torch.stack(alphas, dim=1)  # (B, T, W)
+    idx_b = torch.arange(batch, device=blank_lp.device)
     last_t = logit_lengths - 1
-    k = _end_offset(start, logit_lengths, target_lengths, alpha.shape[2])
+    k = (target_lengths - start[idx_b, last_t]).clamp(0, width - 1)
     return alpha[idx_b, last_t, k] + blank_lp[idx_b, last_t, k]
-
-
-def _cumulative_labels(label_lp: torch.Tensor) -> torch.Tensor:
-    """C(t, k) = sum of the label log probs below band offset k (B, T, W)."""
-    zeros = label_lp.new_zeros(label_lp.shape[0], label_lp.shape[1], 1)
-    return torch.cat([zeros, torch.cumsum(label_lp[:, :, :-1], dim=2)], dim=2)
-
-
-def _end_offset(start: torch.Tensor, logit_lengths: torch.Tensor, target_lengths: torch.Tensor,
-                width: int) -> torch.Tensor:
-    idx_b = torch.arange(start.shape[0], device=start.device)
-    return (target_lengths - start[idx_b, logit_lengths - 1]).clamp(0, width - 1)
-
-
-class _LatticeLogLikelihood(torch.autograd.Function):
-    """Forward: alpha recursion. Backward: the beta recursion, then occupancies, without an autograd graph.
-
-    beta(t, k) is the log probability of finishing from band offset k at frame t (before that frame's
-    emissions). With b(t, k) = blank(t, k) + beta(t+1, k - (start[t+1] - start[t])) (at the last frame: the
-    final blank, from offset U only), beta(t, k) = log sum_{j>=k} exp(C(t, j) - C(t, k) + b(t, j)), a reversed
-    log-cumsum-exp. d log P / d blank(t, k) = exp(alpha + b - log P) and d log P / d label(t, k) =
-    exp(alpha + label + beta(t, k+1) - log P). Autograd through the recursion gives the same numbers (the tests
-    check) but records a dozen small operations per frame; a CPU training step spent much of its time there.
-    """
-
-    @staticmethod
-    def forward(
-        ctx: torch.autograd.function.FunctionCtx,
-        blank_lp: torch.Tensor,
-        label_lp: torch.Tensor,
-        start: torch.Tensor,
-        logit_lengths: torch.Tensor,
-        target_lengths: torch.Tensor,
-    ) -> torch.Tensor:
-        alpha = lattice_alphas(blank_lp, label_lp, start)
-        log_p = lattice_end(alpha, blank_lp, start, logit_lengths, target_lengths)
-        ctx.save_for_backward(blank_lp, label_lp, start, logit_lengths, target_lengths, alpha, log_p)
-        return log_p
-
-    @staticmethod
-    def backward(
-        ctx: torch.autograd.function.FunctionCtx, grad_log_p: torch.Tensor
-    ) -> tuple[torch.Tensor | None, ...]:
-        blank_lp, label_lp, start, logit_lengths, target_lengths, alpha, log_p = ctx.saved_tensors  # type: ignore[attr-defined]
-        batch, frames, width = blank_lp.shape
-        cum_label = _cumulative_labels(label_lp)
-        offsets = torch.arange(width, device=start.device)
-        last_t = (logit_lengths - 1)[:, None]
-        end = offsets[None, :] == _end_offset(start, logit_lengths, target_lengths, width)[:, None]
-        far = torch.full((batch, width), _FAR, dtype=blank_lp.dtype, device=blank_lp.device)
-        betas = [far] * frames
-        blank_next = [far] * frames  # b(t, k)
-        for t in range(frames - 1, -1, -1):
-            if t + 1 < frames:
-                j = offsets[None, :] - (start[:, t + 1] - start[:, t])[:, None]
-                onward = torch.gather(betas[t + 1], 1, j.clamp(0, width - 1))
-                onward = torch.where((j >= 0) & (j < width), onward, far)
-            else:
-                onward = far
-            # Frames after an utterance's last never reach its end: their b stays near _FAR.
-            b = torch.where(t == last_t, torch.where(end, blank_lp[:, t], far), blank_lp[:, t] + onward)
-            x = cum_label[:, t] + b
-            betas[t] = torch.flip(torch.logcumsumexp(torch.flip(x, [1]), dim=1), [1]) - cum_label[:, t]
-            blank_next[t] = b
-        beta = torch.stack(betas, dim=1)
-        norm = log_p[:, None, None]
-        scale = grad_log_p[:, None, None]
-        grad_blank = torch.exp((alpha + torch.stack(blank_next, dim=1) - norm).clamp(max=0.0)) * scale
-        beta_up = torch.cat([beta[:, :, 1:], beta.new_full((batch, frames, 1), _FAR)], dim=2)
-        grad_label = torch.exp((alpha + label_lp + beta_up - norm).clamp(max=0.0)) * scale
-        return grad_blank, grad_label, None, None, None
 
 
 def lattice_log_probs(log_probs: torch.Tensor, targets: torch.Tensor, blank: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,9 +6,6 @@ torch = pytest.importorskip("torch", reason="training extra (torch) not installe
 
 from training.rnnt_loss import (  # noqa: E402
     band_positions,
-    lattice_alphas,
-    lattice_end,
-    lattice_log_likelihood,
     lattice_log_probs,
     prune_ranges,
     pruned_log_likelihood,
@@ -136,31 +133,3 @@ def test_pruned_loss_ignores_bands_that_move_back_in_padding_frames() -> None:
         results.append(pruned_log_likelihood(band, start, targets, frames, labels))
     assert bool(torch.isfinite(results[1]).all())
     assert torch.allclose(results[0], results[1])
-
-
-@pytest.mark.parametrize("width", [1, 3, 7])
-def test_occupancy_gradient_equals_autograd_through_the_recursion(width: int) -> None:
-    # Bands climbing at random (and moving back in utterance 1's padding frames), utterances of different
-    # lengths, one with more labels than its bands can reach: the backward recursion's gradient is what
-    # autograd gives through the forward recursion, and it stays finite.
-    torch.manual_seed(10 + width)
-    batch, frames = 4, 9
-    frames_b = torch.tensor([9, 4, 7, 2])
-    labels_b = torch.tensor([5, 3, 0, 6])
-    start = torch.zeros(batch, frames, dtype=torch.long)
-    for t in range(1, frames):
-        start[:, t] = start[:, t - 1] + torch.randint(0, width, (batch,))
-    start[1, 4:] = 0
-    blank = torch.randn(batch, frames, width, dtype=torch.float64).log_softmax(2).requires_grad_()
-    label = torch.randn(batch, frames, width, dtype=torch.float64).log_softmax(2).requires_grad_()
-    weights = torch.tensor([1.0, -0.5, 2.0, 0.0], dtype=torch.float64)  # utterance 3 masked, as unfit ones are
-
-    expected = lattice_end(lattice_alphas(blank, label, start), blank, start, frames_b, labels_b)
-    want = torch.autograd.grad((expected * weights).sum(), [blank, label])
-    got_ll = lattice_log_likelihood(blank, label, frames_b, labels_b, start)
-    got = torch.autograd.grad((got_ll * weights).sum(), [blank, label])
-    assert torch.allclose(got_ll, expected)
-    for g, w in zip(got, want, strict=True):
-        assert bool(torch.isfinite(g).all())
-        assert torch.allclose(g, w, atol=1e-9)
-    assert float(want[0].abs().sum()) > 0.0
