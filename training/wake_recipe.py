@@ -24,6 +24,7 @@ Stages (outputs under ``<work>/<name>/``; runner and done-markers shared with :m
 from __future__ import annotations
 
 import argparse
+import bisect
 import copy
 import json
 import logging
@@ -44,7 +45,7 @@ from tqdm import tqdm
 
 from daemon.frontend import SAMPLE_RATE, Frontend, FrontendConfig
 from daemon.modelcard import ModelCard, sha256_file
-from daemon.wake import WAKE_FILE, WakeDetector, WakeModel, WakeSettings, detections_from_scores
+from daemon.wake import WAKE_FILE, Detection, WakeDetector, WakeModel, WakeSettings, detections_from_scores
 from training import augment, text_corpus, voices, wake_data
 from training.recipe import Context, StageTable, install_package, lazy_stage, parse_stages, run_stages
 from training.stages import (
@@ -256,38 +257,58 @@ def _test_positives(ctx: Context, clips: dict[str, list[np.ndarray]], rows: list
     return manifest
 
 
-def _stream(parts: list[np.ndarray], rng: np.random.Generator, gap: tuple[float, float]) -> tuple[np.ndarray, float]:
-    """Clips strung together with pauses; returns (audio, speech power)."""
+def _stream(parts: list[np.ndarray], rng: np.random.Generator, gap: tuple[float, float]
+            ) -> tuple[np.ndarray, float, list[tuple[int, int]]]:
+    """Clips strung together with pauses; returns (audio, speech power, each clip's (start, end) sample)."""
     pieces: list[np.ndarray] = []
+    spans: list[tuple[int, int]] = []
+    at = 0
     for clip in parts:
-        pieces += [augment.as_float32(clip), np.zeros(round(float(rng.uniform(*gap)) * SAMPLE_RATE), np.float32)]
+        pause = np.zeros(round(float(rng.uniform(*gap)) * SAMPLE_RATE), np.float32)
+        pieces += [augment.as_float32(clip), pause]
+        spans.append((at, at + len(clip)))
+        at += len(clip) + len(pause)
     speech = np.concatenate([augment.as_float32(c) for c in parts]) if parts else np.zeros(1, np.float32)
-    return np.concatenate(pieces) if pieces else np.zeros(0, np.float32), augment.power(speech)
+    return np.concatenate(pieces) if pieces else np.zeros(0, np.float32), augment.power(speech), spans
 
 
-def _test_negatives(ctx: Context, clips: dict[str, list[np.ndarray]], bank: augment.SourceBank
-                    ) -> list[dict[str, Any]]:
-    """One WAV per negative kind. Speech streams go in ~30 s segments, each in one test condition."""
+def _spans(texts: list[str], spans: list[tuple[int, int]], offset: int) -> list[dict[str, Any]]:
+    return [{"text": text, "start": offset + a, "end": offset + b} for text, (a, b) in zip(texts, spans, strict=True)]
+
+
+def _test_negatives(ctx: Context, clips: dict[str, list[np.ndarray]], rows: list[dict[str, Any]],
+                    bank: augment.SourceBank) -> list[dict[str, Any]]:
+    """One WAV per negative kind. Speech streams go in ~30 s segments, each in one test condition.
+
+    A speech stream's manifest entry lists its clips (text, start and end sample) so that false accepts
+    can be traced to what was said.
+    """
     cfg = ctx.config["test"]
     out_dir = ctx.work / "test" / "negative"
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng([ctx.seed, 42])
     conditions = list(ctx.config["test_conditions"])
+    texts: dict[str, list[str]] = {}
+    for row in rows:
+        texts.setdefault(row["kind"], []).append(str(row.get("text", "")))
     manifest = []
     for kind in wake_data.NEGATIVE_KINDS:
         segments: list[np.ndarray] = []
+        said: list[dict[str, Any]] = []  # each clip's text and span in the kind's stream
         if kind in ("command", "general", "confusable"):
             pool = clips.get(kind, [])
             per_segment = max(1, int(cfg.get("clips_per_segment", 10)))
             for s, start in enumerate(range(0, len(pool), per_segment)):
-                audio, speech_power = _stream(pool[start : start + per_segment], rng, (0.3, 1.5))
+                audio, speech_power, spans = _stream(pool[start : start + per_segment], rng, (0.3, 1.5))
                 condition = conditions[s % len(conditions)]
                 name, level = parse_condition(condition)
+                said += _spans(texts[kind][start : start + len(spans)], spans, sum(len(a) for a in segments))
                 segments.append(wake_data.eval_scene(audio, speech_power, name, level, bank,
                                                      seed=ctx.seed * 7919 + s * 13 + len(kind)))
         elif kind == "real":
             for s, start in enumerate(range(0, len(clips.get("real", [])), 20)):
-                audio, _ = _stream(clips["real"][start : start + 20], rng, (0.3, 1.0))
+                audio, _, spans = _stream(clips["real"][start : start + 20], rng, (0.3, 1.0))
+                said += _spans(texts[kind][start : start + len(spans)], spans, sum(len(a) for a in segments))
                 segments.append(wake_data.eval_scene(audio, 1.0, "clean", None, bank, seed=s))
         else:
             minutes = float(cfg.get(f"{kind}_minutes", 0))
@@ -299,8 +320,11 @@ def _test_negatives(ctx: Context, clips: dict[str, list[np.ndarray]], bank: augm
         audio = np.concatenate(segments)
         path = out_dir / f"{kind}.wav"
         sf.write(path, wake_data.to_int16(audio), SAMPLE_RATE, subtype="PCM_16")
-        manifest.append({"kind": kind, "path": str(path.relative_to(ctx.work)),
-                         "seconds": round(len(audio) / SAMPLE_RATE, 2)})
+        entry: dict[str, Any] = {"kind": kind, "path": str(path.relative_to(ctx.work)),
+                                 "seconds": round(len(audio) / SAMPLE_RATE, 2)}
+        if said:
+            entry["clips"] = said
+        manifest.append(entry)
         log.info("test negatives %s: %.1f min", kind, len(audio) / SAMPLE_RATE / 60)
     return manifest
 
@@ -312,7 +336,7 @@ def make_features(ctx: Context) -> None:
     test_dir = ctx.work / "test"
     shutil.rmtree(test_dir, ignore_errors=True)
     manifest = {"phrase": ctx.config["phrase"], "positive": _test_positives(ctx, clips, rows, bank),
-                "negative": _test_negatives(ctx, clips, bank)}
+                "negative": _test_negatives(ctx, clips, rows, bank)}
     (test_dir / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
 
 
@@ -442,11 +466,15 @@ def evaluate_traces(positives: list[tuple[dict[str, Any], list[tuple[int, float]
     by_kind: dict[str, dict[str, float]] = {}
     total_fa = 0
     total_hours = 0.0
+    by_text: dict[str, list[tuple[str, int]]] = {}
     for row, trace in negatives:
-        fa = len(detections_from_scores(trace, settings, phrase))
+        found = detections_from_scores(trace, settings, phrase)
+        fa = len(found)
         hours = row["seconds"] / 3600
         by_kind[row["kind"]] = {"false_accepts": fa, "hours": round(hours, 3),
                                 "per_hour": round(fa / hours, 2) if hours else 0.0}
+        if found and row.get("clips"):
+            by_text[row["kind"]] = _false_accepts_by_text(found, row["clips"])
         total_fa += fa
         total_hours += hours
     misses = [m for ms in by_condition.values() for m in ms]
@@ -464,7 +492,25 @@ def evaluate_traces(positives: list[tuple[dict[str, Any], list[tuple[int, float]
         "false_accepts_per_hour": round(total_fa / total_hours, 3) if total_hours else None,
         "false_accepts_per_hour_without_confusables": round(plain_fa / plain_hours, 3) if plain_hours else None,
         "false_accepts_by_kind": by_kind,
+        "false_accepts_by_text": by_text,
     }
+
+
+def _false_accepts_by_text(found: list[Detection], clips: list[dict[str, Any]], most: int = 12
+                           ) -> list[tuple[str, int]]:
+    """The texts whose clips the detections fired on (up to ``HIT_AFTER_S`` after a clip's end), most first.
+
+    A detection in no clip's span (a pause, or a test set written before the spans were recorded) counts as
+    "(between clips)".
+    """
+    counts: Counter[str] = Counter()
+    starts = [int(c["start"]) for c in clips]
+    slack = round(HIT_AFTER_S * SAMPLE_RATE)
+    for d in found:
+        i = bisect.bisect_right(starts, d.end) - 1
+        inside = i >= 0 and d.end <= int(clips[i]["end"]) + slack
+        counts[str(clips[i]["text"]) if inside else "(between clips)"] += 1
+    return counts.most_common(most)
 
 
 def evaluate_model(ctx: Context) -> None:
@@ -616,6 +662,9 @@ def render_card(card: ModelCard) -> str:
     ]
     for kind, value in at.get("false_accepts_by_kind", {}).items():
         lines.append(f"| {kind} | {value['hours']} | {value['false_accepts']} | {value['per_hour']} |")
+    for kind, texts in at.get("false_accepts_by_text", {}).items():
+        said = "; ".join(f"\"{text}\" {n}" for text, n in texts)
+        lines += ["", f"What the {kind} false accepts fired on (most first): {said}."]
     lines += ["", "## Threshold sweep (all conditions, all negatives)", "",
               "| threshold | false rejects % | false accepts per hour | ... without the confusable stream |",
               "| --- | --- | --- | --- |"]

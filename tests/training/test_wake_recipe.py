@@ -129,6 +129,17 @@ def test_hard_negative_mining_finds_the_windows_the_model_fires_on() -> None:
     assert len(negatives) > 30 and loud_last > 0.8
 
 
+def test_false_accepts_are_traced_to_the_clip_they_fired_on() -> None:
+    from daemon.wake import Detection
+    from training.wake_recipe import _false_accepts_by_text
+
+    clips = [{"text": "hey travis", "start": 0, "end": 16000},
+             {"text": "ask jarvis for the keys", "start": 40000, "end": 72000}]
+    found = [Detection("hey jarvis", 0.9, end) for end in (15000, 50000, 71000, 80000, 200000)]
+    assert _false_accepts_by_text(found, clips) == [
+        ("ask jarvis for the keys", 3), ("hey travis", 1), ("(between clips)", 1)]  # 80000: within a second
+
+
 def test_folded_export_graph_matches_the_trained_model() -> None:
     torch = pytest.importorskip("torch", reason="training extra (torch) not installed")
     from training.wake_model import WakeGraph, WakeModelConfig, WakeNet
@@ -195,6 +206,14 @@ def test_custom_phrase_package_has_card_and_metrics(smoke_model: Path) -> None:
     assert card.details["training"]["command"].endswith("--phrase 'hey computer'")
     texts = json.loads((smoke_model / "texts.json").read_text())
     assert "a jar of jam" not in texts["confusable"]["train"] + texts["confusable"]["test"]  # written for jarvis
+    manifest = json.loads((smoke_model / "test" / "manifest.json").read_text())
+    spoken = {row["kind"]: row for row in manifest["negative"] if row.get("clips")}
+    assert "confusable" in spoken and "command" in spoken
+    for row in spoken.values():
+        ends = [0] + [c["end"] for c in row["clips"]]
+        assert all(c["start"] >= ends[i] and c["end"] > c["start"] for i, c in enumerate(row["clips"]))
+        assert ends[-1] <= row["seconds"] * 16000
+    assert set(c["text"] for c in spoken["confusable"]["clips"]) <= set(texts["confusable"]["test"])
     installed = load_card(smoke_model.parent / "installed")
     assert installed.files == card.files
 
