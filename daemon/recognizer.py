@@ -79,8 +79,8 @@ class DecodeConfig:
     nbest: int = 4  # hypotheses reported
     # Acoustically verified name substitution when the utterance ends (daemon.bias_verify): bias phrases that
     # sound like a span of the best hypothesis replace it if the transducer's forward log-likelihood plus the
-    # bias says so. Off by default: with a 1,000-name list it adds about 40 % to the decode time of this
-    # model (bench/bias.py), over the 15 % the issue allows.
+    # bias says so. Off by default: with a 1,000-name list it adds about 55 % to the decode time of this
+    # model (bench/bias.py: +56% with the fifth recogniser), over the 15 % the issue allows.
     verify_bias: bool = False
     verify_max_distance: float = 0.34  # edit distance of the phonetic keys, per character of the phrase's key
     verify_candidates: int = 4  # substitutions scored per utterance at most
