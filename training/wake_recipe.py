@@ -500,7 +500,7 @@ def _false_accepts_by_text(found: list[Detection], clips: list[dict[str, Any]], 
                            ) -> list[tuple[str, int]]:
     """The texts whose clips the detections fired on (up to ``HIT_AFTER_S`` after a clip's end), most first.
 
-    A detection in no clip's span (a pause, or a test set written before the spans were recorded) counts as
+    A detection in no clip's span (in a pause, more than ``HIT_AFTER_S`` after the clip before it) counts as
     "(between clips)".
     """
     counts: Counter[str] = Counter()
