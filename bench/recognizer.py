@@ -119,7 +119,7 @@ def run(manifest: Path, limit: int, engines: dict[str, Decoder]) -> dict[str, An
             res.rtfs.append(cpu / seconds)
             res.cpu_s += cpu
             res.audio_s += seconds
-            groups = {"condition": row["condition"], "cohort": row["cohort"]}
+            groups = {"condition": row["condition"], "cohort": row["cohort"], "engine": row["engine"]}
             res.board.add(groups, row["text"], text, [e["text"] for e in row["entities"]])
             if text != row["text"] and len(res.examples) < 5:
                 res.examples.append({"ref": row["text"], "hyp": text, "condition": row["condition"]})
@@ -142,6 +142,12 @@ def table(report: dict[str, Any]) -> str:
         for condition, s in res["scores"].get("condition", {}).items():
             lines.append(f"| {name} | {condition} | {s['wer_percent']} | {s['entity_accuracy_percent']} | "
                          f"{res['rtf_median']} |")
+    lines += ["", "| engine | voice engine (all conditions) | WER % | entity acc. % | utterances |",
+              "| --- | --- | --- | --- | --- |"]
+    for name, res in report["engines"].items():
+        for voice, s in res["scores"].get("engine", {}).items():
+            lines.append(f"| {name} | {voice} | {s['wer_percent']} | {s['entity_accuracy_percent']} | "
+                         f"{s.get('utterances')} |")
     return "\n".join(lines)
 
 

@@ -1,6 +1,6 @@
 """Wake-word benchmark: harkd's detector beside openWakeWord, microWakeWord and Porcupine on the same audio.
 
-    python -m bench.wake [--work work/wake] [--name wake] [--limit 100]
+    python -m bench.wake [--work work] [--name wake] [--limit 100]
                          [--engines harkd,openwakeword,microwakeword,porcupine] [--json out.json]
 
 The audio is the wake recipe's held-out test set (``python -m training.wake_recipe --config
@@ -36,6 +36,7 @@ import json
 import os
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -219,6 +220,7 @@ def debounce(positions: list[int]) -> list[int]:
 class EngineResult:
     detail: str
     misses: dict[str, list[int]] = field(default_factory=dict)  # condition -> 1 per missed positive
+    misses_by_voice: dict[str, list[int]] = field(default_factory=dict)  # TTS engine of the positive -> same
     false_accepts: dict[str, int] = field(default_factory=dict)  # negative kind -> count
     negative_s: dict[str, float] = field(default_factory=dict)
     cpu_negative_s: float = 0.0
@@ -237,6 +239,8 @@ class EngineResult:
             "false_reject_percent": {c: round(100 * float(np.mean(ms)), 2) for c, ms in self.misses.items()},
             "false_reject_percent_all": round(100 * float(np.mean(all_misses)), 2) if all_misses else None,
             "positives": sum(len(ms) for ms in self.misses.values()),
+            "false_reject_percent_by_voice_engine": {v: round(100 * float(np.mean(ms)), 2)
+                                                     for v, ms in sorted(self.misses_by_voice.items())},
             "false_accepts": fa,
             "negative_hours": round(hours, 3),
             "false_accepts_per_hour": round(fa / hours, 3) if hours else None,
@@ -294,6 +298,7 @@ def run(work: Path, limit: int, engines: list[Engine]) -> dict[str, Any]:
             res = results[engine.name]
             hits = [p for p in fired if lo <= p <= hi]
             res.misses.setdefault(row["condition"], []).append(0 if hits else 1)
+            res.misses_by_voice.setdefault(str(row.get("engine", "?")), []).append(0 if hits else 1)
             res.extra_in_positives += len(fired) - len(hits)
             res.cpu_positive_s += cpu
             res.positive_audio_s += len(samples) / SAMPLE_RATE
@@ -304,6 +309,7 @@ def run(work: Path, limit: int, engines: list[Engine]) -> dict[str, Any]:
         "test_set": str(work),
         "phrase": manifest["phrase"],
         "positives": len(positives),
+        "positives_by_voice_engine": dict(sorted(Counter(str(r.get("engine", "?")) for r in positives).items())),
         "negative_minutes": negative_minutes,
         "negative_hours": round(sum(negative_minutes.values()) / 60, 3),
         "machine_cpus": os.cpu_count(),
@@ -321,6 +327,12 @@ def table(report: dict[str, Any]) -> str:
                  str(e["false_accepts_per_hour"]), str(e["false_accepts_per_hour_without_confusables"]),
                  str(e["cpu_s_per_audio_s"])]
         lines.append("| " + " | ".join(cells) + " |")
+    voices = report.get("positives_by_voice_engine", {})
+    lines += ["", "| engine | " + " | ".join(f"FR % {v} voices ({n})" for v, n in voices.items()) + " |",
+              "| --- | " + " | ".join("---" for _ in voices) + " |"]
+    for name, e in report["engines"].items():
+        lines.append(f"| {name} | " + " | ".join(str(e.get("false_reject_percent_by_voice_engine", {}).get(v))
+                                                  for v in voices) + " |")
     kinds = sorted({k for e in report["engines"].values() for k in e["false_accepts_by_kind"]})
     lines += ["", "| engine | " + " | ".join(f"FA {k} ({report['negative_minutes'][k]} min)" for k in kinds) + " |",
               "| --- | " + " | ".join("---" for _ in kinds) + " |"]
@@ -333,7 +345,7 @@ def table(report: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.wake", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work", type=Path, default=Path("work/wake"), help="the wake recipe's --work")
+    parser.add_argument("--work", type=Path, default=Path("work"), help="the wake recipe's --work (default: work)")
     parser.add_argument("--name", default="wake", help="the recipe config's name (default: wake)")
     parser.add_argument("--model", type=Path, default=None, help="harkd wake model directory (default: shipped)")
     parser.add_argument("--limit", type=int, default=1000, help="positives per test condition (default 1000)")
@@ -380,7 +392,8 @@ def update_card(model_dir: Path, report: dict[str, Any], command: str) -> None:
     from training.wake_recipe import render_card
 
     card = load_card(model_dir)
-    summary = {key: report[key] for key in ("positives", "negative_hours", "negative_minutes", "engines")}
+    summary = {key: report[key] for key in ("positives", "positives_by_voice_engine", "negative_hours",
+                                            "negative_minutes", "engines")}
     details = {**card.details, "benchmark": {"command": command, "machine": f"{platform.machine()}, "
                                              f"{os.cpu_count()} CPUs, python {platform.python_version()}",
                                              **summary}}

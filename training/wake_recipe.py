@@ -457,12 +457,14 @@ def _thresholds(configured: float) -> list[float]:
 def evaluate_traces(positives: list[tuple[dict[str, Any], list[tuple[int, float]]]],
                     negatives: list[tuple[dict[str, Any], list[tuple[int, float]]]],
                     settings: WakeSettings, phrase: str) -> dict[str, Any]:
-    """False rejects by condition and false accepts per hour by kind, at ``settings``."""
+    """False rejects by condition and by voice engine, and false accepts per hour by kind, at ``settings``."""
     by_condition: dict[str, list[int]] = {}
+    by_engine: dict[str, list[int]] = {}
     for row, trace in positives:
         found = detections_from_scores(trace, settings, phrase)
         hit = any(row["phrase_start"] <= d.end <= row["phrase_end"] + HIT_AFTER_S * SAMPLE_RATE for d in found)
         by_condition.setdefault(row["condition"], []).append(0 if hit else 1)
+        by_engine.setdefault(str(row.get("engine", "?")), []).append(0 if hit else 1)
     by_kind: dict[str, dict[str, float]] = {}
     total_fa = 0
     total_hours = 0.0
@@ -487,6 +489,10 @@ def evaluate_traces(positives: list[tuple[dict[str, Any], list[tuple[int, float]
         "false_reject_percent": {c: round(100 * float(np.mean(ms)), 2) for c, ms in by_condition.items()},
         "false_reject_percent_all": round(100 * float(np.mean(misses)), 2) if misses else None,
         "positives": {c: len(ms) for c, ms in by_condition.items()},
+        # The voice engines of the positives (all conditions): piper's neural voice is the most like a person's.
+        "false_reject_percent_by_engine": {e: round(100 * float(np.mean(ms)), 2)
+                                           for e, ms in sorted(by_engine.items())},
+        "positives_by_engine": {e: len(ms) for e, ms in sorted(by_engine.items())},
         "false_accepts": total_fa,
         "negative_hours": round(total_hours, 3),
         "false_accepts_per_hour": round(total_fa / total_hours, 3) if total_hours else None,
@@ -654,6 +660,13 @@ def render_card(card: ModelCard) -> str:
     lines += [
         f"| all | {at.get('false_reject_percent_all')} | {sum(at.get('positives', {}).values())} |",
         "",
+        "| voice engine (all conditions) | false rejects % | positives |",
+        "| --- | --- | --- |",
+    ]
+    for engine, value in at.get("false_reject_percent_by_engine", {}).items():
+        lines.append(f"| {engine} | {value} | {at.get('positives_by_engine', {}).get(engine)} |")
+    lines += [
+        "",
         f"False accepts: {at.get('false_accepts')} in {at.get('negative_hours')} h of negatives = "
         f"{at.get('false_accepts_per_hour')} per hour.",
         "",
@@ -684,6 +697,15 @@ def render_card(card: ModelCard) -> str:
             lines.append(f"| {name} ({e['detail']}) | {e['false_reject_percent_all']} | "
                          f"{e['false_accepts_per_hour']} | {e['false_accepts_per_hour_without_confusables']} | "
                          f"{e['cpu_s_per_audio_s']} |")
+        voices = bench.get("positives_by_voice_engine", {})
+        if voices:
+            lines += ["", "False rejects % by the voice engine of the positives (all conditions; piper's neural "
+                      "voice is the one most like a person's):", "",
+                      "| engine | " + " | ".join(f"{v} ({n})" for v, n in voices.items()) + " |",
+                      "| --- | " + " | ".join("---" for _ in voices) + " |"]
+            for name, e in bench.get("engines", {}).items():
+                by_voice = e.get("false_reject_percent_by_voice_engine", {})
+                lines.append(f"| {name} | " + " | ".join(str(by_voice.get(v)) for v in voices) + " |")
     lines += ["", "## Files", ""]
     lines += [f"- `{name}` sha256 `{digest}`" for name, digest in card.files.items()]
     lines += [

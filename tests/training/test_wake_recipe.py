@@ -200,6 +200,9 @@ def test_custom_phrase_package_has_card_and_metrics(smoke_model: Path) -> None:
     assert (package / "README.md").read_text().startswith("# harkd-wake-smoke-hey-computer")
     evaluation = card.details["evaluation"]
     assert set(evaluation["at_threshold"]["false_reject_percent"]) == {"clean", "noise_10db"}
+    assert set(evaluation["at_threshold"]["false_reject_percent_by_engine"]) == {"espeak"}  # the smoke voices
+    assert sum(evaluation["at_threshold"]["positives_by_engine"].values()) == sum(
+        evaluation["at_threshold"]["positives"].values())
     assert evaluation["at_threshold"]["negative_hours"] > 0
     assert evaluation["parity"]["mean_abs_diff"] < 0.05
     assert evaluation["cpu_seconds_per_audio_second_1_thread"] > 0
