@@ -97,17 +97,10 @@ def _synth_job(job: tuple[dict[str, Any], dict[str, Any]]) -> tuple[dict[str, An
 def _plan(ctx: Any, split: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     cfg = ctx.config["synth"]
     rng = np.random.default_rng([ctx.seed, 3, 0 if split == "train" else 1])
-    by_engine: dict[str, list[voices.Voice]] = {}
-    for v in load_voices(ctx, split):
-        by_engine.setdefault(v.engine, []).append(v)
-    # Voices are drawn engine first, so the hundreds of espeak variants do not drown the other engines.
-    wanted = cfg.get("engine_weights", {})
-    engines = sorted(by_engine)
-    weights = np.array([float(wanted.get(e, 1.0)) for e in engines])
+    draw = voices.engine_first(load_voices(ctx, split), cfg.get("engine_weights", {}))
     jobs = []
     for i, utt in enumerate(read_jsonl(ctx.work / f"text-{split}.jsonl")):
-        pool = by_engine[engines[int(rng.choice(len(engines), p=weights / weights.sum()))]]
-        voice = pool[int(rng.integers(len(pool)))]
+        voice = draw(rng)
         row = {**utt, "id": f"{split}-{i:06d}", "voice": voice.name, "engine": voice.engine,
                "cohort": voice.cohort, "speed": _uniform(rng, cfg["speed"]), "pitch": _uniform(rng, cfg["pitch"])}
         jobs.append((row, asdict(voice)))

@@ -46,7 +46,7 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -639,6 +639,23 @@ def synthesize(voice: Voice, text: str, speed: float = 1.0, pitch: float = 1.0) 
         return trim_silence(_to_int16(audio), rate)
     except SynthesisError as exc:
         raise SynthesisError(f"{voice}: {exc} for {text[:60]!r}") from exc
+
+
+def engine_first(voices: Iterable[Voice], engine_weights: dict[str, float]) -> Callable[[np.random.Generator], Voice]:
+    """A draw of one voice: an engine first (by ``engine_weights``, 1 for engines not named), then one of its
+    voices uniformly, so the hundreds of espeak-ng variants do not drown the other engines."""
+    by_engine: dict[str, list[Voice]] = {}
+    for v in voices:
+        by_engine.setdefault(v.engine, []).append(v)
+    engines = sorted(by_engine)
+    weights = np.array([float(engine_weights.get(e, 1.0)) for e in engines])
+    p = weights / weights.sum()
+
+    def draw(rng: np.random.Generator) -> Voice:
+        pool = by_engine[engines[int(rng.choice(len(engines), p=p))]]
+        return pool[int(rng.integers(len(pool)))]
+
+    return draw
 
 
 def _rank(seed: int, key: str) -> str:

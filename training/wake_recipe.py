@@ -102,19 +102,13 @@ def _plan(ctx: Context, split: str) -> list[tuple[dict[str, Any], dict[str, Any]
     cfg = ctx.config["synth"]
     texts = json.loads((ctx.work / "texts.json").read_text())
     rng = np.random.default_rng([ctx.seed, 3, 0 if split == "train" else 1])
-    by_engine: dict[str, list[voices.Voice]] = {}
-    for v in load_voices(ctx, split):
-        by_engine.setdefault(v.engine, []).append(v)
-    engines = sorted(by_engine)
-    wanted = cfg.get("engine_weights", {})
-    weights = np.array([float(wanted.get(e, 1.0)) for e in engines])
+    draw = voices.engine_first(load_voices(ctx, split), cfg.get("engine_weights", {}))
     jobs = []
     for kind in ("positive", "command", "general", "confusable"):
         pool = texts[kind][split]
         count = int(ctx.config["clips"][f"{kind}_{split}"])
         for i in range(count):
-            engine_voices = by_engine[engines[int(rng.choice(len(engines), p=weights / weights.sum()))]]
-            voice = engine_voices[int(rng.integers(len(engine_voices)))]
+            voice = draw(rng)
             row = {"id": f"{split}-{kind}-{i:06d}", "kind": kind, "text": pool[i % len(pool)],
                    "voice": voice.name, "engine": voice.engine, "cohort": voice.cohort,
                    "speed": _uniform(rng, cfg["speed"]), "pitch": _uniform(rng, cfg["pitch"])}
