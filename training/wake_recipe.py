@@ -651,14 +651,12 @@ def render_card(card: ModelCard) -> str:
     ]
     for condition, value in at.get("false_reject_percent", {}).items():
         lines.append(f"| {condition} | {value} | {at.get('positives', {}).get(condition)} |")
-    lines += [
-        f"| all | {at.get('false_reject_percent_all')} | {sum(at.get('positives', {}).values())} |",
-        "",
-        "| voice engine (all conditions) | false rejects % | positives |",
-        "| --- | --- | --- |",
-    ]
-    for engine, value in at.get("false_reject_percent_by_engine", {}).items():
-        lines.append(f"| {engine} | {value} | {at.get('positives_by_engine', {}).get(engine)} |")
+    lines.append(f"| all | {at.get('false_reject_percent_all')} | {sum(at.get('positives', {}).values())} |")
+    by_engine = at.get("false_reject_percent_by_engine", {})
+    if by_engine:  # cards written before stage 7 counted by voice engine have none
+        lines += ["", "| voice engine (all conditions) | false rejects % | positives |", "| --- | --- | --- |"]
+        lines += [f"| {engine} | {value} | {at.get('positives_by_engine', {}).get(engine)} |"
+                  for engine, value in by_engine.items()]
     lines += [
         "",
         f"False accepts: {at.get('false_accepts')} in {at.get('negative_hours')} h of negatives = "

@@ -13,6 +13,7 @@ from training.voices import (
     SynthesisError,
     Voice,
     available_voices,
+    engine_first,
     parse_wav,
     split_voices,
     synthesize,
@@ -234,6 +235,21 @@ def test_test_engines_are_held_out_whole_and_the_rest_splits_as_before() -> None
     train, test = split_voices([*voices, *neural], seed=1, test_engines=["piper"])
     assert set(neural) <= set(test)
     assert split_voices(voices, seed=1) == (train, [v for v in test if v.engine != "piper"])
+
+
+def test_engine_first_draws_follow_the_engine_weights_not_the_voice_counts() -> None:
+    voices = _fake_voices()  # 98 espeak-ng voices, 5 flite
+    draw = engine_first(voices, {"espeak": 1.0, "flite": 3.0, "mbrola": 0.0, "festival": 0.0, "pico": 0.0})
+    rng = np.random.default_rng(0)
+    drawn = [draw(rng) for _ in range(2000)]
+    share = sum(v.engine == "flite" for v in drawn) / len(drawn)
+    assert share == pytest.approx(0.75, abs=0.04)
+    assert {v.engine for v in drawn} == {"espeak", "flite"}
+    assert len({v for v in drawn if v.engine == "flite"}) == 5  # every voice of an engine comes up
+    again = engine_first(list(reversed(voices)), {"espeak": 1.0, "flite": 3.0, "mbrola": 0.0, "festival": 0.0,
+                                                  "pico": 0.0})
+    rng = np.random.default_rng(0)
+    assert [v.engine for v in drawn[:50]] == [again(rng).engine for _ in range(50)]
 
 
 def test_piper_voices_come_from_installed_voice_packages() -> None:
