@@ -121,63 +121,67 @@ class HarkdEngine:
         return [d.end for d in self.detector.process(samples)]
 
 
-class OpenWakeWordEngine:
+class _ChunkedPeer:
+    """A peer engine fed CHUNK-sample pieces of 16-bit PCM; subclasses say how many firings a piece gave."""
+
+    model: Any
+    features: Any
+
+    def __init__(self) -> None:
+        self.position = 0
+
+    def reset(self) -> None:
+        self.model.reset()
+        self.features.reset()
+        self.position = 0
+
+    def firings(self, pcm: bytes) -> int:
+        raise NotImplementedError
+
+    def process(self, samples: Samples) -> list[int]:
+        fired = []
+        for i in range(0, len(samples), CHUNK):
+            chunk = samples[i : i + CHUNK]
+            self.position += len(chunk)
+            fired += [self.position] * self.firings(chunk.astype("<i2").tobytes())
+        return fired
+
+
+class OpenWakeWordEngine(_ChunkedPeer):
     def __init__(self, threshold: float = 0.5) -> None:
         from pyopen_wakeword import Model, OpenWakeWord, OpenWakeWordFeatures
         from pyopen_wakeword.wakeword import TfLiteWakeWord
 
+        super().__init__()
         _one_thread(TfLiteWakeWord)
         self.name = "openwakeword"
         self.detail = f"pyopen-wakeword hey_jarvis, probability > {threshold}"
         self.threshold = threshold
         self.model = OpenWakeWord.from_builtin(Model.HEY_JARVIS)
         self.features = OpenWakeWordFeatures.from_builtin()
-        self.position = 0
 
-    def reset(self) -> None:
-        self.model.reset()
-        self.features.reset()
-        self.position = 0
-
-    def process(self, samples: Samples) -> list[int]:
-        fired = []
-        for i in range(0, len(samples), CHUNK):
-            chunk = samples[i : i + CHUNK]
-            self.position += len(chunk)
-            for embeddings in self.features.process_streaming(chunk.astype("<i2").tobytes()):
-                for probability in self.model.process_streaming(embeddings):
-                    if probability > self.threshold:
-                        fired.append(self.position)
-        return fired
+    def firings(self, pcm: bytes) -> int:
+        return sum(probability > self.threshold
+                   for embeddings in self.features.process_streaming(pcm)
+                   for probability in self.model.process_streaming(embeddings))
 
 
-class MicroWakeWordEngine:
+class MicroWakeWordEngine(_ChunkedPeer):
     def __init__(self) -> None:
         from pymicro_wakeword import MicroWakeWord, MicroWakeWordFeatures, Model
         from pymicro_wakeword.wakeword import TfLiteWakeWord
 
+        super().__init__()
         _one_thread(TfLiteWakeWord)
         self.name = "microwakeword"
         self.model = MicroWakeWord.from_builtin(Model.HEY_JARVIS)
         self.detail = (f"pymicro-wakeword hey_jarvis, cutoff {self.model.probability_cutoff}, "
                        f"window {self.model.sliding_window_size}")
         self.features = MicroWakeWordFeatures()
-        self.position = 0
 
-    def reset(self) -> None:
-        self.model.reset()
-        self.features.reset()
-        self.position = 0
-
-    def process(self, samples: Samples) -> list[int]:
-        fired = []
-        for i in range(0, len(samples), CHUNK):
-            chunk = samples[i : i + CHUNK]
-            self.position += len(chunk)
-            for features in self.features.process_streaming(chunk.astype("<i2").tobytes()):
-                if self.model.process_streaming(features):
-                    fired.append(self.position)
-        return fired
+    def firings(self, pcm: bytes) -> int:
+        return sum(bool(self.model.process_streaming(features))
+                   for features in self.features.process_streaming(pcm))
 
 
 class PorcupineEngine:
