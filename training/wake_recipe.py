@@ -610,7 +610,9 @@ def package_model(ctx: Context) -> None:
             "benchmark_command": "python -m bench.wake --work " + str(ctx.work.parent) + f" --name {ctx.name}",
             "held_out_voices_by_cohort": dict(Counter(v["cohort"] for v in voices_doc["test"])),
             "held_out_positive_clips": sum(1 for r in test_rows if r["kind"] == "positive"),
-            "negative_streams": manifest["negative"],
+            # The stream's size, not its clip spans (those stay in the test manifest for stage 7)
+            "negative_streams": [{**{k: v for k, v in stream.items() if k != "clips"},
+                                  "clips": len(stream.get("clips", []))} for stream in manifest["negative"]],
             **metrics,
         },
     }
