@@ -109,7 +109,7 @@ class HarkdEngine:
         from daemon.wake import WakeDetector, WakeModel, WakeSettings
 
         model = WakeModel(model_dir, threads=1)
-        settings = WakeSettings.from_config(WakeConfig())  # the daemon's defaults
+        settings = WakeSettings.from_config(WakeConfig(), model.threshold)  # the daemon's defaults
         self.name = "harkd"
         self.detail = f"{model.version}, threshold {settings.threshold}"
         self.detector = WakeDetector(model, settings)

@@ -91,8 +91,9 @@ class WakeConfig:
     # model engine starts at its trigger point, just after the wake phrase)
     model: str = "wake"  # name of a shipped model, looked up by daemon.paths.default_model_dir
     model_dir: Path | None = None  # explicit model directory (model card inside); None: found from ``model``
-    threshold: float = _spec(0.6, lo=0.01, hi=0.99, unit="probability")  # smoothed score that fires the
-    # wake word; lower is more sensitive (more false wakes)
+    threshold: float | None = _spec(None, lo=0.01, hi=0.99, unit="probability")  # smoothed score that fires
+    # the wake word; lower is more sensitive (more false wakes). None: the threshold calibrated for the model
+    # (its card's model.threshold; 0.6 for a card without one)
     smoothing_frames: int = _spec(5, lo=1, hi=100, unit="model output frames")  # scores averaged before
     # the threshold
     refractory_ms: int = _spec(2000, lo=0, hi=60000, unit="milliseconds")  # no second wake within this

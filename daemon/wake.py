@@ -19,7 +19,9 @@ How a stream of audio becomes detections:
 stride and the fill value; :func:`daemon.modelcard.load_card` checks every file's sha256 first.
 
 Sensitivity comes from the ``wake`` config section (``threshold``, ``smoothing_frames``, ``refractory_ms``),
-which each firmware profile may override (see :meth:`WakeSettings.from_config`).
+which each firmware profile may override (see :meth:`WakeSettings.from_config`). By default the threshold
+is the one the training recipe calibrated for the model (the card's ``model.threshold``: the most sensitive
+that kept false accepts on calibration speech within budget), so a custom phrase gets its own.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ log = logging.getLogger(__name__)
 WAKE_FILE = "wake.tflite"  # the graph in a wake model directory
 INPUT_NAME = "feats"  # (1, window_frames, n_mels) float32 log-mel
 OUTPUT_NAME = "score"  # (1, 1) float32 probability that the phrase ended in the window's last frames
+DEFAULT_THRESHOLD = 0.6  # for a model card without a calibrated ``model.threshold``
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -68,7 +71,7 @@ FloatArray = npt.NDArray[np.float32]
 class WakeSettings:
     """How eager the detector is; from the ``wake`` config section and its firmware profile."""
 
-    threshold: float = 0.6  # smoothed score (probability) that fires; lower is more sensitive
+    threshold: float = DEFAULT_THRESHOLD  # smoothed score (probability) that fires; lower is more sensitive
     smoothing: int = 5  # model scores averaged before the threshold (one score per stride)
     refractory_ms: int = 2000  # milliseconds after a detection during which no other fires
 
@@ -85,8 +88,10 @@ class WakeSettings:
         return self.refractory_ms * SAMPLE_RATE // 1000
 
     @classmethod
-    def from_config(cls, wake: WakeConfig) -> WakeSettings:
-        return cls(threshold=wake.threshold, smoothing=wake.smoothing_frames, refractory_ms=wake.refractory_ms)
+    def from_config(cls, wake: WakeConfig, model_threshold: float = DEFAULT_THRESHOLD) -> WakeSettings:
+        """The config's sensitivity; its ``threshold``, or when that is None the model's calibrated one."""
+        threshold = model_threshold if wake.threshold is None else wake.threshold
+        return cls(threshold=threshold, smoothing=wake.smoothing_frames, refractory_ms=wake.refractory_ms)
 
 
 @dataclass(frozen=True)
@@ -194,13 +199,15 @@ class WakeModel:
             self._stride_frames = int(section["stride_frames"])
             self._fill_value = float(section["fill_value"])
             self._phrase = str(section["phrase"])
+            self._threshold = float(section.get("threshold", DEFAULT_THRESHOLD))
             file = str(section.get("file", WAKE_FILE))
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{directory}: model card 'model' section is incomplete: {exc}") from exc
         if file not in self.card.files:
             raise ModelError(f"{directory}: {file} is not listed (with its sha256) in the model card")
-        if self._window_frames < 1 or not 1 <= self._stride_frames <= self._window_frames or not self._phrase:
-            raise ModelError(f"{directory}: bad window/stride/phrase in the model card: {section}")
+        if self._window_frames < 1 or not 1 <= self._stride_frames <= self._window_frames or not self._phrase \
+                or not 0.0 < self._threshold < 1.0:
+            raise ModelError(f"{directory}: bad window/stride/phrase/threshold in the model card: {section}")
         try:
             self.graph = Graph(directory / file, threads)
         except TFLiteError as exc:
@@ -227,6 +234,11 @@ class WakeModel:
     @property
     def phrase(self) -> str:
         return self._phrase
+
+    @property
+    def threshold(self) -> float:
+        """The threshold calibrated for this model by its recipe (the card's ``model.threshold``)."""
+        return self._threshold
 
     @property
     def version(self) -> str:
@@ -344,7 +356,7 @@ class WakeTrigger:
     def from_config(cls, wake: WakeConfig) -> WakeTrigger:
         """The wake model of ``wake.model_path`` with the sensitivity of the config (and its profile)."""
         model = WakeModel(wake.model_path, wake.threads)
-        detector = WakeDetector(model, WakeSettings.from_config(wake))
+        detector = WakeDetector(model, WakeSettings.from_config(wake, model.threshold))
         # No pre-roll: the detector fires only once the phrase is over, so the utterance starts with the
         # command. Audio from before the trigger point is the wake phrase itself, and a recogniser given its
         # tail hears a word that was not said ("...vis" became "videos"). wake.pre_roll_ms is the VAD's.

@@ -1,7 +1,7 @@
 """The wake-word recipe: numbered, re-runnable stages from installable packages to a model directory.
 
     python -m training.wake_recipe --config training/configs/wake.yaml [--phrase "hey computer"]
-                                   [--work work] [--stages 1-8] [--force] [--install models/wake]
+                                   [--work work] [--stages 1-9] [--force] [--install models/wake]
 
 ``--phrase`` trains another wake phrase from its text alone with the same recipe (voices, data, model,
 evaluation); the work directory and model are then named ``wake-<phrase>``. The config's hand-written
@@ -15,10 +15,12 @@ Stages (outputs under ``<work>/<name>/``; runner and done-markers shared with :m
   3 synth     clips of every kind from training and held-out voices, and the recorded Asterisk prompts
   4 features  augmented training scenes through the device's front end; test WAVs (positives in each test
               condition, and long negative streams: commands, general, confusables, real speech, music, noise)
-  5 train     the small convolutional detector on windows of the stored features
-  6 export    int8 TFLite + parity against the float model
-  7 evaluate  false rejects per condition and false accepts per hour through the daemon's own detector
-  8 package   model directory: wake.tflite, card.yaml (sha256, data, voices, metrics), README.md
+  5 train     the small convolutional detector on windows of the stored features (one or more members
+              from different seeds: `train.members`)
+  6 export    one int8 TFLite graph averaging the members, + parity against the float members
+  7 calibrate the operating threshold, from false accepts on fresh calibration negatives (not the test set)
+  8 evaluate  false rejects per condition and false accepts per hour through the daemon's own detector
+  9 package   model directory: wake.tflite, card.yaml (sha256, threshold, data, voices, metrics), README.md
 """
 
 from __future__ import annotations
@@ -96,24 +98,32 @@ def make_text(ctx: Context) -> None:
 
 
 # -- 3 synth ---------------------------------------------------------------------------------------------
-def _plan(ctx: Context, split: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """Synthesis jobs for one split: ``clips.<kind>_<split>`` clips of each kind, voices drawn engine first
-    (so the hundreds of espeak-ng variants do not drown the other engines)."""
+def _plan(ctx: Context, split: str, texts: dict[str, list[str]], counts: dict[str, int], stream: int,
+          prefix: str | None = None) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Synthesis jobs: ``counts[kind]`` clips of each kind from ``texts[kind]``, read by the ``split``'s voices,
+    drawn engine first (so the hundreds of espeak-ng variants do not drown the other engines); ``stream``
+    keys the random draws, ``prefix`` (default: the split) the clip ids."""
     cfg = ctx.config["synth"]
-    texts = json.loads((ctx.work / "texts.json").read_text())
-    rng = np.random.default_rng([ctx.seed, 3, 0 if split == "train" else 1])
+    rng = np.random.default_rng([ctx.seed, 3, stream])
     draw = voices.engine_first(load_voices(ctx, split), cfg.get("engine_weights", {}))
     jobs = []
-    for kind in ("positive", "command", "general", "confusable"):
-        pool = texts[kind][split]
-        count = int(ctx.config["clips"][f"{kind}_{split}"])
+    for kind, count in counts.items():
+        pool = texts[kind]
         for i in range(count):
             voice = draw(rng)
-            row = {"id": f"{split}-{kind}-{i:06d}", "kind": kind, "text": pool[i % len(pool)],
+            row = {"id": f"{prefix or split}-{kind}-{i:06d}", "kind": kind, "text": pool[i % len(pool)],
                    "voice": voice.name, "engine": voice.engine, "cohort": voice.cohort,
                    "speed": _uniform(rng, cfg["speed"]), "pitch": _uniform(rng, cfg["pitch"])}
             jobs.append((row, asdict(voice)))
     return jobs
+
+
+def _split_plan(ctx: Context, split: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """The ``clips.<kind>_<split>`` clips of every kind for the training or test split."""
+    texts = json.loads((ctx.work / "texts.json").read_text())
+    kinds = ("positive", "command", "general", "confusable")
+    return _plan(ctx, split, {k: texts[k][split] for k in kinds},
+                 {k: int(ctx.config["clips"][f"{k}_{split}"]) for k in kinds}, 0 if split == "train" else 1)
 
 
 def _real_speech(ctx: Context, split: str) -> list[tuple[dict[str, Any], np.ndarray]]:
@@ -145,7 +155,7 @@ def synthesise(ctx: Context) -> None:
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir()
         rows, parts = [], []
-        for row, audio in [*_run_synth(_plan(ctx, split), workers, f"synth {split}"), *_real_speech(ctx, split)]:
+        for row, audio in [*_run_synth(_split_plan(ctx, split), workers, f"synth {split}"), *_real_speech(ctx, split)]:
             rows.append({**row, "samples": len(audio)})
             parts.append(audio)
         np.savez(out / "audio.npz", audio=np.concatenate(parts),
@@ -270,23 +280,24 @@ def _spans(texts: list[str], spans: list[tuple[int, int]], offset: int) -> list[
     return [{"text": text, "start": offset + a, "end": offset + b} for text, (a, b) in zip(texts, spans, strict=True)]
 
 
-def _test_negatives(ctx: Context, clips: dict[str, list[np.ndarray]], rows: list[dict[str, Any]],
-                    bank: augment.SourceBank) -> list[dict[str, Any]]:
-    """One WAV per negative kind. Speech streams go in ~30 s segments, each in one test condition.
+def _negative_streams(ctx: Context, clips: dict[str, list[np.ndarray]], rows: list[dict[str, Any]],
+                      bank: augment.SourceBank, out_dir: Path, kinds: tuple[str, ...] = wake_data.NEGATIVE_KINDS,
+                      salt: int = 0) -> list[dict[str, Any]]:
+    """One WAV per negative kind in ``out_dir``. Speech streams go in ~30 s segments, each in one test
+    condition; ``salt`` (0 for the test set) varies the pauses and the noise and music mixed in.
 
     A speech stream's manifest entry lists its clips (text, start and end sample) so that false accepts
     can be traced to what was said.
     """
     cfg = ctx.config["test"]
-    out_dir = ctx.work / "test" / "negative"
     out_dir.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng([ctx.seed, 42])
+    rng = np.random.default_rng([ctx.seed, 42, salt] if salt else [ctx.seed, 42])
     conditions = list(ctx.config["test_conditions"])
     texts: dict[str, list[str]] = {}
     for row in rows:
         texts.setdefault(row["kind"], []).append(str(row.get("text", "")))
     manifest = []
-    for kind in wake_data.NEGATIVE_KINDS:
+    for kind in kinds:
         segments: list[np.ndarray] = []
         said: list[dict[str, Any]] = []  # each clip's text and span in the kind's stream
         if kind in ("command", "general", "confusable"):
@@ -298,7 +309,7 @@ def _test_negatives(ctx: Context, clips: dict[str, list[np.ndarray]], rows: list
                 name, level = parse_condition(condition)
                 said += _spans(texts[kind][start : start + len(spans)], spans, sum(len(a) for a in segments))
                 segments.append(wake_data.eval_scene(audio, speech_power, name, level, bank,
-                                                     seed=ctx.seed * 7919 + s * 13 + len(kind)))
+                                                     seed=ctx.seed * 7919 + s * 13 + len(kind) + salt * 1_000_003))
         elif kind == "real":
             for s, start in enumerate(range(0, len(clips.get("real", [])), 20)):
                 audio, _, spans = _stream(clips["real"][start : start + 20], rng, (0.3, 1.0))
@@ -319,7 +330,7 @@ def _test_negatives(ctx: Context, clips: dict[str, list[np.ndarray]], rows: list
         if said:
             entry["clips"] = said
         manifest.append(entry)
-        log.info("test negatives %s: %.1f min", kind, len(audio) / SAMPLE_RATE / 60)
+        log.info("negatives %s: %.1f min", path.relative_to(ctx.work), len(audio) / SAMPLE_RATE / 60)
     return manifest
 
 
@@ -330,26 +341,31 @@ def make_features(ctx: Context) -> None:
     test_dir = ctx.work / "test"
     shutil.rmtree(test_dir, ignore_errors=True)
     manifest = {"phrase": ctx.config["phrase"], "positive": _test_positives(ctx, clips, rows, bank),
-                "negative": _test_negatives(ctx, clips, rows, bank)}
+                "negative": _negative_streams(ctx, clips, rows, bank, test_dir / "negative")}
     (test_dir / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
 
 
 # -- 5 train ---------------------------------------------------------------------------------------------
 def train_model(ctx: Context) -> None:
-    from training.wake_model import SceneFeatures, WakeModelConfig, WakeTrainConfig, train
+    from training.wake_model import SceneFeatures, WakeModelConfig, WakeTrainConfig, train_members
 
     model_cfg = WakeModelConfig.from_dict(ctx.config.get("model") or {})
     train_cfg = WakeTrainConfig.from_dict(ctx.config.get("train") or {})
     data = SceneFeatures.load(ctx.work / "features-train.npz")
-    train(data, model_cfg, train_cfg, ctx.work / "checkpoints", seed=ctx.seed)
+    shutil.rmtree(ctx.work / "checkpoints", ignore_errors=True)  # no stale member of an earlier run
+    train_members(data, model_cfg, train_cfg, ctx.work / "checkpoints", seed=ctx.seed)
 
 
 # -- 6 export --------------------------------------------------------------------------------------------
-def _card(ctx: Context, directory: Path, details: dict[str, Any] | None = None) -> ModelCard:
-    from training.wake_model import FILL_VALUE, load_model, macs_per_window, parameter_count
+def _card(ctx: Context, directory: Path, details: dict[str, Any] | None = None,
+          threshold: float | None = None) -> ModelCard:
+    """The card; ``threshold`` is the calibrated operating point (stage 7), which the daemon uses unless its
+    config sets ``wake.threshold``."""
+    from training.wake_model import FILL_VALUE, load_members, macs_per_window, parameter_count
 
-    model = load_model(ctx.work / "checkpoints")
-    cfg = model.cfg
+    members = load_members(ctx.work / "checkpoints")
+    cfg = members[0].cfg
+    operating = {} if threshold is None else {"threshold": threshold}
     return ModelCard(
         name=f"harkd-{ctx.name}",
         kind="wake",
@@ -363,8 +379,10 @@ def _card(ctx: Context, directory: Path, details: dict[str, Any] | None = None) 
             "window_frames": cfg.window_frames,
             "stride_frames": cfg.stride_frames,
             "fill_value": round(FILL_VALUE, 6),
-            "parameters": parameter_count(model),
-            "macs_per_window": macs_per_window(cfg),
+            **operating,
+            "members": len(members),  # models trained from different seeds; the graph averages their logits
+            "parameters": sum(parameter_count(m) for m in members),
+            "macs_per_window": len(members) * macs_per_window(cfg),
             "architecture": cfg.to_dict(),
         },
         details=details or {},
@@ -401,26 +419,27 @@ def export_model(ctx: Context) -> None:
         WindowSampler,
         export_tflite,
         float_scores,
-        load_model,
+        load_members,
     )
 
-    model = load_model(ctx.work / "checkpoints")
+    members = load_members(ctx.work / "checkpoints")
+    model_cfg = members[0].cfg
     out = ctx.work / "export"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir()
     data = SceneFeatures.load(ctx.work / "features-train.npz")
     n_cal = int(ctx.config.get("export", {}).get("calibration_windows", 400))
-    sampler = WindowSampler(data, model.cfg, WakeTrainConfig(freq_mask=0, time_mask=0, positive_share=0.4),
+    sampler = WindowSampler(data, model_cfg, WakeTrainConfig(freq_mask=0, time_mask=0, positive_share=0.4),
                             np.random.default_rng([ctx.seed, 6]))
     calibration, _ = sampler.batch(n_cal)
-    export_tflite(model, calibration, out / WAKE_FILE)
+    export_tflite(members, calibration, out / WAKE_FILE)
     _card(ctx, out).save(out)
 
-    windows = _parity_windows(ctx, model.cfg, int(ctx.config.get("export", {}).get("parity_windows", 400)))
-    reference = float_scores(model, windows)
+    windows = _parity_windows(ctx, model_cfg, int(ctx.config.get("export", {}).get("parity_windows", 400)))
+    reference = float_scores(members, windows)
     scorer = WakeModel(out)
     int8 = np.array([scorer.score(win) for win in windows], dtype=np.float32)
-    threshold = float(ctx.config["evaluate"]["threshold"])
+    threshold = 0.5  # the export is checked before the operating threshold is calibrated (stage 7)
     diff = np.abs(reference - int8)
     report = {"windows": len(windows), "max_abs_diff": round(float(diff.max()), 4),
               "mean_abs_diff": round(float(diff.mean()), 5),
@@ -433,7 +452,7 @@ def export_model(ctx: Context) -> None:
         raise RuntimeError(f"the int8 export strays too far from the float model: {report}")
 
 
-# -- 7 evaluate ------------------------------------------------------------------------------------------
+# -- scoring (stages 7 and 8) ---------------------------------------------------------------------------
 def score_file(detector: WakeDetector, samples: np.ndarray) -> list[tuple[int, float]]:
     """Every (position, raw score) of a fresh stream over ``samples``, in 20 ms pieces (as a microphone)."""
     detector.restart(0)
@@ -513,29 +532,95 @@ def _false_accepts_by_text(found: list[Detection], clips: list[dict[str, Any]], 
     return counts.most_common(most)
 
 
+def _settings(ctx: Context, threshold: float) -> WakeSettings:
+    cfg = ctx.config.get("evaluate") or {}
+    return WakeSettings(threshold=threshold, smoothing=int(cfg.get("smoothing", 5)),
+                        refractory_ms=int(cfg.get("refractory_ms", 2000)))
+
+
+def _score_files(detector: WakeDetector, rows: list[dict[str, Any]], work: Path, desc: str
+                 ) -> tuple[list[tuple[dict[str, Any], list[tuple[int, float]]]], float, float]:
+    """Each row's WAV (``row["path"]`` under ``work``) scored as a fresh stream; also the CPU seconds spent
+    and the seconds of audio."""
+    traces = []
+    audio_s = cpu_s = 0.0
+    for row in tqdm(rows, desc=desc):
+        samples = sf.read(work / row["path"], dtype="int16")[0]
+        started = time.process_time()
+        traces.append((row, score_file(detector, samples)))
+        cpu_s += time.process_time() - started
+        audio_s += len(samples) / SAMPLE_RATE
+    return traces, cpu_s, audio_s
+
+
+# -- 7 calibrate -----------------------------------------------------------------------------------------
+def choose_threshold(sweep: list[dict[str, Any]], max_per_hour: float) -> float:
+    """The lowest (most sensitive) threshold whose calibration false accepts per hour are at most
+    ``max_per_hour``, and at every higher threshold too; the highest one tried if none is."""
+    chosen = sweep[-1]["threshold"]
+    for row in reversed(sweep):
+        if row["false_accepts_per_hour"] > max_per_hour:
+            break
+        chosen = row["threshold"]
+    return float(chosen)
+
+
+def calibrate_model(ctx: Context) -> None:
+    """Choose the operating threshold on calibration negatives, not on the test set.
+
+    Fresh in-domain commands (new sentences from the held-out name and appliance lists) and general
+    sentences, read by the held-out voices in the test conditions, strung together like the test
+    streams but synthesised and mixed anew. The threshold is the most sensitive one that keeps their false
+    accepts within ``calibrate.max_false_accepts_per_hour``; it goes into the model card, and the daemon
+    uses it unless its config sets ``wake.threshold``.
+    """
+    cfg = ctx.config["calibrate"]
+    out = ctx.work / "calibration"
+    shutil.rmtree(out, ignore_errors=True)
+    doc = json.loads((ctx.work / "texts.json").read_text())
+    counts = {"command": int(cfg.get("command", 0)), "general": int(cfg.get("general", 0))}
+    texts = {"command": [u.text for u in text_corpus.generate(counts["command"], "test", ctx.seed + 1)],
+             "general": doc["general"]["test"]}
+    jobs = _plan(ctx, "test", texts, {k: n for k, n in counts.items() if n > 0}, 2, prefix="calibrate")
+    rows: list[dict[str, Any]] = []
+    clips: dict[str, list[np.ndarray]] = {}
+    for row, audio in _run_synth(jobs, int(ctx.config["synth"].get("workers", 2)), "synth calibration"):
+        rows.append(row)
+        clips.setdefault(row["kind"], []).append(audio)
+    streams = _negative_streams(ctx, clips, rows, augment_library(ctx, "test"), out,
+                                kinds=tuple(k for k in counts if clips.get(k)), salt=1)
+    detector = WakeDetector(WakeModel(ctx.work / "export", threads=1), _settings(ctx, 0.5))
+    traces, _, audio_s = _score_files(detector, streams, ctx.work, "calibration negatives")
+    hours = audio_s / 3600
+    sweep = []
+    for threshold in _thresholds(0.5):
+        fired = sum(len(detections_from_scores(trace, _settings(ctx, threshold), str(ctx.config["phrase"])))
+                    for _, trace in traces)
+        sweep.append({"threshold": threshold, "false_accepts": fired,
+                      "false_accepts_per_hour": round(fired / hours, 3) if hours else 0.0})
+    limit = float(cfg.get("max_false_accepts_per_hour", 0.25))
+    result = {"threshold": choose_threshold(sweep, limit), "max_false_accepts_per_hour": limit,
+              "hours": round(hours, 3), "clips": {k: len(v) for k, v in clips.items()},
+              "streams": [{k: v for k, v in st.items() if k != "clips"} for st in streams], "sweep": sweep}
+    (ctx.work / "calibration.json").write_text(json.dumps(result, indent=1) + "\n")
+    log.info("calibrated threshold %.2f: at most %.2f false accepts per hour over %.2f h of calibration "
+             "negatives", result["threshold"], limit, hours)
+
+
+def calibrated_threshold(ctx: Context) -> float:
+    return float(json.loads((ctx.work / "calibration.json").read_text())["threshold"])
+
+
+# -- 8 evaluate ------------------------------------------------------------------------------------------
 def evaluate_model(ctx: Context) -> None:
-    cfg = ctx.config["evaluate"]
     out = ctx.work / "export"
     manifest = json.loads((ctx.work / "test" / "manifest.json").read_text())
-    settings = WakeSettings(threshold=float(cfg["threshold"]), smoothing=int(cfg.get("smoothing", 5)),
-                            refractory_ms=int(cfg.get("refractory_ms", 2000)))
+    settings = _settings(ctx, calibrated_threshold(ctx))
     detector = WakeDetector(WakeModel(out, threads=1), settings)
     phrase = str(ctx.config["phrase"])
-    audio_s = 0.0
-    cpu_s = 0.0
-    positives, negatives = [], []
-    for row in tqdm(manifest["positive"], desc="evaluate positives"):
-        samples = sf.read(ctx.work / row["path"], dtype="int16")[0]
-        started = time.process_time()
-        positives.append((row, score_file(detector, samples)))
-        cpu_s += time.process_time() - started
-        audio_s += len(samples) / SAMPLE_RATE
-    for row in tqdm(manifest["negative"], desc="evaluate negatives"):
-        samples = sf.read(ctx.work / row["path"], dtype="int16")[0]
-        started = time.process_time()
-        negatives.append((row, score_file(detector, samples)))
-        cpu_s += time.process_time() - started
-        audio_s += len(samples) / SAMPLE_RATE
+    positives, cpu_pos, audio_pos = _score_files(detector, manifest["positive"], ctx.work, "evaluate positives")
+    negatives, cpu_neg, audio_neg = _score_files(detector, manifest["negative"], ctx.work, "evaluate negatives")
+    cpu_s, audio_s = cpu_pos + cpu_neg, audio_pos + audio_neg
     at_threshold = evaluate_traces(positives, negatives, settings, phrase)
     sweep = []
     for threshold in _thresholds(settings.threshold):
@@ -564,8 +649,10 @@ def evaluate_model(ctx: Context) -> None:
              at_threshold["negative_hours"])
 
 
-# -- 8 package -------------------------------------------------------------------------------------------
+# -- 9 package -------------------------------------------------------------------------------------------
 def package_model(ctx: Context) -> None:
+    from training.wake_model import member_dirs
+
     src = ctx.work / "export"
     dst = ctx.work / "package"
     shutil.rmtree(dst, ignore_errors=True)
@@ -575,7 +662,7 @@ def package_model(ctx: Context) -> None:
     train_rows = read_jsonl(ctx.work / "clips-train" / "clips.jsonl")
     test_rows = read_jsonl(ctx.work / "clips-test" / "clips.jsonl")
     voices_doc = json.loads((ctx.work / "voices.json").read_text())
-    train_info = json.loads((ctx.work / "checkpoints" / "config.json").read_text())
+    members = [json.loads((d / "config.json").read_text()) for d in member_dirs(ctx.work / "checkpoints")]
     manifest = json.loads((ctx.work / "test" / "manifest.json").read_text())
     command = str(ctx.config.get("command") or RECIPE_COMMAND.format(config=ctx.config.get("config_name", "wake")))
 
@@ -592,10 +679,11 @@ def package_model(ctx: Context) -> None:
             "clips": dict(Counter(r["kind"] for r in train_rows)),
             "hours_by_kind": hours(train_rows),
             "voices_by_cohort": dict(Counter(v["cohort"] for v in voices_doc["train"])),
-            "train_time_minutes": round(train_info["seconds"] / 60, 1),
-            "train_cpu_minutes": round(train_info.get("cpu_seconds", 0.0) / 60, 1),
-            "steps": train_info["steps_done"],
-            "train_config": train_info["train"],
+            "train_time_minutes": round(sum(m["seconds"] for m in members) / 60, 1),  # all members
+            "train_cpu_minutes": round(sum(m["cpu_seconds"] for m in members) / 60, 1),
+            "members": len(members),
+            "steps": [m["steps_done"] for m in members],
+            "train_config": members[0]["train"],
             "augmentation": ctx.config["augment"],
             "real_speech": "Debian asterisk-core-sounds-en-wav prompts (one speaker), split by file between "
                            "training and test" if any(r["kind"] == "real" for r in train_rows) else "none",
@@ -606,19 +694,41 @@ def package_model(ctx: Context) -> None:
             "float input and output"
         ),
         "evaluation": {
-            "command": command + " --stages 7",
+            "command": command + " --stages 8",
             "benchmark_command": "python -m bench.wake --work " + str(ctx.work.parent) + f" --name {ctx.name}",
             "held_out_voices_by_cohort": dict(Counter(v["cohort"] for v in voices_doc["test"])),
             "held_out_positive_clips": sum(1 for r in test_rows if r["kind"] == "positive"),
-            # The stream's size, not its clip spans (those stay in the test manifest for stage 7)
+            "calibration": {k: v for k, v in json.loads((ctx.work / "calibration.json").read_text()).items()
+                            if k != "streams"},
+            # The stream's size, not its clip spans (those stay in the test manifest for stage 8)
             "negative_streams": [{**{k: v for k, v in stream.items() if k != "clips"},
                                   "clips": len(stream.get("clips", []))} for stream in manifest["negative"]],
             **metrics,
         },
     }
-    card = _card(ctx, dst, details)
+    card = _card(ctx, dst, details, threshold=calibrated_threshold(ctx))
     card.save(dst)
     (dst / "README.md").write_text(render_card(card), encoding="utf-8")
+
+
+def _members_text(training: dict[str, Any]) -> str:
+    """"6000 steps", or for an ensemble "2 members of 6000 steps each, their logits averaged"."""
+    steps = training.get("steps", "?")
+    if not isinstance(steps, list):  # cards written before the recipe trained members
+        return f"{steps} steps"
+    if len(steps) == 1:
+        return f"{steps[0]} steps"
+    return f"{len(steps)} members ({', '.join(map(str, steps))} steps) from different seeds, their logits averaged"
+
+
+def _calibration_text(calibration: dict[str, Any] | None) -> str:
+    if not calibration:  # cards written before stage 7 calibrated the threshold
+        return "The threshold was set in the recipe config, not calibrated."
+    return (f"The threshold was calibrated (stage 7), not chosen on this test set: the most sensitive one at which "
+            f"{calibration['hours']} h of fresh calibration negatives ({calibration['clips']} clips: new command "
+            "sentences and general speech by the held-out voices, in the test conditions) gave at most "
+            f"{calibration['max_false_accepts_per_hour']} false accepts per hour. The daemon uses it unless "
+            "`wake.threshold` is set.")
 
 
 def render_card(card: ModelCard) -> str:
@@ -635,7 +745,7 @@ def render_card(card: ModelCard) -> str:
         "(with the sha256 of every file).",
         "",
         f"- Rebuild: `{tr.get('command', '')}` ({tr.get('train_time_minutes', '?')} min of training, "
-        f"{tr.get('steps', '?')} steps; clips by kind: {tr.get('clips', {})})",
+        f"{_members_text(tr)}; clips by kind: {tr.get('clips', {})})",
         f"- Evaluate: `{ev.get('command', '')}`; compare with other engines: `{ev.get('benchmark_command', '')}`",
         f"- Size: {ev.get('size_bytes', 0) / 1000:.1f} kB; {model.get('parameters')} weights, "
         f"{model.get('macs_per_window')} multiply-adds per scoring",
@@ -647,6 +757,8 @@ def render_card(card: ModelCard) -> str:
         "",
         f"## Held-out results at threshold {at.get('threshold')} (smoothing and refractory: "
         f"{ev.get('settings', {})})",
+        "",
+        _calibration_text(ev.get("calibration")),
         "",
         "| test condition | false rejects % | positives |",
         "| --- | --- | --- |",
@@ -730,8 +842,9 @@ STAGES: StageTable = (
      lazy_stage("training.wake_recipe", "make_features")),
     (5, "train", ("seed", "model", "train"), lazy_stage("training.wake_recipe", "train_model")),
     (6, "export", ("export",), lazy_stage("training.wake_recipe", "export_model")),
-    (7, "evaluate", ("evaluate",), lazy_stage("training.wake_recipe", "evaluate_model")),
-    (8, "package", (), lazy_stage("training.wake_recipe", "package_model")),
+    (7, "calibrate", ("calibrate", "evaluate"), lazy_stage("training.wake_recipe", "calibrate_model")),
+    (8, "evaluate", ("evaluate",), lazy_stage("training.wake_recipe", "evaluate_model")),
+    (9, "package", (), lazy_stage("training.wake_recipe", "package_model")),
 )
 
 
@@ -768,7 +881,7 @@ def main(argv: list[str] | None = None) -> int:
                         help='train this wake phrase instead of the config\'s, from its text alone '
                              '(e.g. "hey computer")')
     parser.add_argument("--work", type=Path, default=Path("work"), help="git-ignored work directory (default: work)")
-    parser.add_argument("--stages", default="1-8", help="stages to run, e.g. 1-8, 5, 6-8 (default: all)")
+    parser.add_argument("--stages", default="1-9", help="stages to run, e.g. 1-9, 5, 6-9 (default: all)")
     parser.add_argument("--force", action="store_true", help="re-run the selected stages even if up to date")
     parser.add_argument("--install", type=Path, default=None,
                         help="after packaging, copy the model directory here (e.g. models/wake)")

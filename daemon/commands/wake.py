@@ -36,8 +36,9 @@ def register(sub: Any) -> None:
                              "audio_s, cpu_s")
     parser.add_argument("--model", type=Path, default=None, help="wake model directory (default: the shipped "
                                                                   "models/wake)")
-    parser.add_argument("--threshold", type=float, default=defaults.threshold,
-                        help="smoothed score that fires, 0–1; lower is more sensitive (default %(default)s)")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="smoothed score that fires, 0–1; lower is more sensitive (default: the threshold "
+                             "calibrated for the model, from its card)")
     parser.add_argument("--smoothing", type=int, default=defaults.smoothing,
                         help="model scores averaged before the threshold (default %(default)s)")
     parser.add_argument("--refractory-ms", type=int, default=defaults.refractory_ms,
@@ -54,14 +55,11 @@ def _line(path: Path, detections: list[Detection]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        settings = WakeSettings(threshold=args.threshold, smoothing=args.smoothing, refractory_ms=args.refractory_ms)
-    except ValueError as exc:
-        print(f"harkd wake: {exc}", file=sys.stderr)
-        return 2
     model_dir = args.model or default_model_dir("wake")
     try:
         model = WakeModel(model_dir, threads=args.threads)
+        threshold = model.threshold if args.threshold is None else args.threshold
+        settings = WakeSettings(threshold=threshold, smoothing=args.smoothing, refractory_ms=args.refractory_ms)
     except (ModelError, ValueError) as exc:
         print(f"harkd wake: {exc}", file=sys.stderr)
         return 2

@@ -33,7 +33,7 @@ def test_each_profile_is_a_valid_config_layer(name: str) -> None:
     assert config.profile == name
     # Every profile sets the board-dependent knobs explicitly.
     for section, key in [("audio", "block_ms"), ("audio", "buffer_ms"), ("recognizer", "threads"),
-                         ("recognizer", "beam_size"), ("wake", "threshold"), ("recognizer", "model")]:
+                         ("recognizer", "beam_size"), ("recognizer", "model")]:
         assert key in profile.settings[section], f"{name} does not set {section}.{key}"
         assert getattr(getattr(config, section), key) == profile.settings[section][key]
 

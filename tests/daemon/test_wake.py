@@ -107,9 +107,11 @@ def test_settings_validate_and_come_from_the_config() -> None:
         WakeSettings(smoothing=0)
     with pytest.raises(ValueError, match="refractory"):
         WakeSettings(refractory_ms=-1)
-    settings = WakeSettings.from_config(WakeConfig(threshold=0.55, smoothing_frames=3, refractory_ms=1500))
-    assert settings == WakeSettings(threshold=0.55, smoothing=3, refractory_ms=1500)
+    settings = WakeSettings.from_config(WakeConfig(threshold=0.55, smoothing_frames=3, refractory_ms=1500), 0.8)
+    assert settings == WakeSettings(threshold=0.55, smoothing=3, refractory_ms=1500)  # the config's, when set
     assert settings.refractory_samples == 24000
+    assert WakeConfig().threshold is None  # by default: the threshold calibrated for the model
+    assert WakeSettings.from_config(WakeConfig(), 0.8).threshold == 0.8
 
 
 # --- streaming ------------------------------------------------------------------------------------------
@@ -227,6 +229,13 @@ def test_model_directory_errors_name_the_problem(model_copy: Path, tmp_path: Pat
         WakeModel(tmp_path)
     model = WakeModel(model_copy)
     assert model.phrase == "hey jarvis" and model.window_frames > model.stride_frames >= 1
+    card = yaml.safe_load((model_copy / CARD_NAME).read_text())
+    assert model.threshold == card["model"]["threshold"]  # calibrated by the recipe (stage 7)
+    _card(model_copy, model={**card["model"], "threshold": 1.5})
+    with pytest.raises(ModelError, match="threshold"):
+        WakeModel(model_copy)
+    _card(model_copy, model={k: v for k, v in card["model"].items() if k != "threshold"})
+    assert WakeModel(model_copy).threshold == 0.6  # a card from before calibration
     _card(model_copy, kind="recognizer")
     with pytest.raises(ModelError, match="not 'wake'"):
         WakeModel(model_copy)
@@ -256,7 +265,8 @@ def _espeak(text: str, path: Path) -> npt.NDArray[np.int16]:
 
 
 def test_shipped_model_hears_the_phrase_and_not_other_speech(model_copy: Path, tmp_path: Path) -> None:
-    detector = WakeDetector(WakeModel(model_copy), WakeSettings())
+    model = WakeModel(model_copy)
+    detector = WakeDetector(model, WakeSettings(threshold=model.threshold))
     phrase = _espeak("hey jarvis", tmp_path / "phrase.wav")
     audio = np.concatenate([quiet(1.0), phrase, quiet(1.5, seed=3)])
     found = detector.process(audio)

@@ -140,21 +140,42 @@ def test_false_accepts_are_traced_to_the_clip_they_fired_on() -> None:
         ("ask jarvis for the keys", 3), ("hey travis", 1), ("(between clips)", 1)]  # 80000: within a second
 
 
-def test_folded_export_graph_matches_the_trained_model() -> None:
+def test_folded_export_graph_matches_the_trained_models() -> None:
     torch = pytest.importorskip("torch", reason="training extra (torch) not installed")
-    from training.wake_model import WakeGraph, WakeModelConfig, WakeNet
+    from training.wake_model import WakeGraph, WakeModelConfig, WakeNet, float_scores
 
-    torch.manual_seed(0)
-    model = WakeNet(WakeModelConfig(channels=16))
-    model.train()
-    for _ in range(3):  # move the batch-norm statistics away from their initial values
-        model(torch.randn(8, 128, 40) * 3)
-    model.eval()
+    members = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = WakeNet(WakeModelConfig(channels=16))
+        model.train()
+        for _ in range(3):  # move the batch-norm statistics away from their initial values
+            model(torch.randn(8, 128, 40) * 3)
+        model.eval()
+        members.append(model)
     feats = torch.randn(4, 128, 40)
     with torch.no_grad():
-        expected = torch.sigmoid(model(feats))
-        folded = WakeGraph(model)(feats)["score"][:, 0]
-    assert torch.allclose(expected, folded, atol=1e-5)
+        logits = [m(feats) for m in members]
+        one = WakeGraph(members[:1])(feats)["score"][:, 0]
+        both = WakeGraph(members)(feats)["score"][:, 0]
+    assert torch.allclose(torch.sigmoid(logits[0]), one, atol=1e-5)
+    assert torch.allclose(torch.sigmoid((logits[0] + logits[1]) / 2), both, atol=1e-5)  # logits averaged
+    assert not torch.allclose(one, both, atol=1e-3)
+    assert np.allclose(float_scores(members, feats.numpy()), both.numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="at least one"):
+        WakeGraph([])
+
+
+def test_calibrated_threshold_is_the_most_sensitive_that_keeps_within_the_budget() -> None:
+    from training.wake_recipe import choose_threshold
+
+    def sweep(*per_hour: float) -> list[dict[str, float]]:
+        return [{"threshold": round(0.5 + 0.1 * i, 1), "false_accepts_per_hour": v} for i, v in enumerate(per_hour)]
+
+    assert choose_threshold(sweep(2.0, 0.5, 0.2, 0.0, 0.0), 0.25) == 0.7
+    assert choose_threshold(sweep(0.1, 0.5, 0.2, 0.0, 0.0), 0.25) == 0.7  # within budget only below a failure
+    assert choose_threshold(sweep(0.0, 0.0, 0.0, 0.0, 0.0), 0.25) == 0.5
+    assert choose_threshold(sweep(3.0, 2.0, 1.0, 1.0, 1.0), 0.25) == 0.9  # none is: the least sensitive tried
 
 
 def test_shared_stage_runner_takes_another_table(tmp_path: Path) -> None:
@@ -185,7 +206,7 @@ def smoke_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
            "--phrase", "hey computer", "--work", str(work), "--install", str(work / "installed")]
     subprocess.run(cmd, cwd=REPO, check=True, capture_output=True, timeout=900)
     again = subprocess.run(cmd, cwd=REPO, check=True, capture_output=True, text=True, timeout=300)
-    assert again.stderr.count("up to date, skipped") == 8
+    assert again.stderr.count("up to date, skipped") == 9
     return work / "wake-smoke-hey-computer"
 
 
@@ -206,6 +227,11 @@ def test_custom_phrase_package_has_card_and_metrics(smoke_model: Path) -> None:
     assert evaluation["at_threshold"]["negative_hours"] > 0
     assert evaluation["parity"]["mean_abs_diff"] < 0.05
     assert evaluation["cpu_seconds_per_audio_second_1_thread"] > 0
+    calibration = evaluation["calibration"]  # the threshold comes from calibration speech, not the test set
+    assert calibration["clips"] == {"command": 6, "general": 4} and calibration["hours"] > 0
+    assert card.model["threshold"] == calibration["threshold"] == evaluation["at_threshold"]["threshold"]
+    assert card.details["training"]["steps"] == [40, 40]  # two members, one graph
+    assert card.model["members"] == 2
     assert card.details["training"]["command"].endswith("--phrase 'hey computer'")
     texts = json.loads((smoke_model / "texts.json").read_text())
     assert "a jar of jam" not in texts["confusable"]["train"] + texts["confusable"]["test"]  # written for jarvis
