@@ -15,12 +15,13 @@ training/configs/wake.yaml --stages 1-4`` makes it):
   ("hey travis", "ask jarvis to ...") read by held-out voices in the test conditions, noise and near-silence.
   Every firing there is a false accept.
 
-Each engine fires as its authors ship it: harkd at the daemon's default settings (``WakeConfig``:
-threshold 0.6, five scores averaged, 2 s refractory), openWakeWord ``hey_jarvis`` at probability 0.5,
-microWakeWord ``hey_jarvis`` at its own cutoff and window (0.97, 5), Porcupine 1.9.5's built-in "jarvis"
-at sensitivity 0.5. Firings of one engine closer than 2 s count once (the daemon's refractory period), for
-every engine alike. Porcupine's keyword is "jarvis" alone, so the confusable stream (which says "jarvis"
-inside other sentences) is not a fair negative for it: false accepts are also given without that stream.
+Each engine fires as its authors ship it: harkd at the daemon's default settings (``WakeConfig``: the
+threshold calibrated for the model, from its card; five scores averaged, 2 s refractory), openWakeWord
+``hey_jarvis`` at probability 0.5, microWakeWord ``hey_jarvis`` at its own cutoff and window (0.97, 5),
+Porcupine 1.9.5's built-in "jarvis" at sensitivity 0.5. Firings of one engine closer than 2 s count once (the
+daemon's refractory period), for every engine alike. Porcupine's keyword is "jarvis" alone, so the confusable
+stream (which says "jarvis" inside other sentences) is not a fair negative for it: false accepts are also
+given without that stream.
 
 CPU time is the process's CPU seconds (all threads) spent inside each engine, front end included, over the
 seconds of audio of the negative streams (long continuous audio: the steady state of an always-on

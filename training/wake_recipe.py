@@ -818,7 +818,7 @@ def render_card(card: ModelCard) -> str:
         "",
         "## Your own wake phrase",
         "",
-        "The same recipe trains any phrase from its text alone (about half an hour on two cores, with the TTS "
+        "The same recipe trains any phrase from its text alone (about an hour on two cores, with the TTS "
         "voices, music and noise of `training/setup_system.sh` installed):",
         "",
         "```",
