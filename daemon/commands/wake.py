@@ -32,8 +32,8 @@ def register(sub: Any) -> None:
     )
     parser.add_argument("audio", nargs="+", type=Path, metavar="AUDIO", help="WAV or FLAC files")
     parser.add_argument("--json", action="store_true",
-                        help="one JSON object per line per file: file, phrase, detections [{time, score}], "
-                             "audio_s, cpu_s")
+                        help="one JSON object per line per file: file, phrase, threshold, detections "
+                             "[{time, score}], audio_s, cpu_s")
     parser.add_argument("--model", type=Path, default=None, help="wake model directory (default: the shipped "
                                                                   "models/wake)")
     parser.add_argument("--threshold", type=float, default=None,
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
             detections += detector.process(samples[i : i + CHUNK])
         cpu = time.process_time() - started
         if args.json:
-            print(json.dumps({"file": str(path), "phrase": model.phrase,
+            print(json.dumps({"file": str(path), "phrase": model.phrase, "threshold": settings.threshold,
                               "detections": [{"time": round(d.time, 3), "score": round(d.score, 4)}
                                              for d in detections],
                               "audio_s": round(len(samples) / SAMPLE_RATE, 3), "cpu_s": round(cpu, 4)}),

@@ -295,6 +295,11 @@ def test_harkd_wake_reports_each_file_and_unreadable_ones(model_copy: Path, tmp_
     assert [line["file"] for line in lines] == [str(good), str(bad), str(silent)]
     assert len(lines[0]["detections"]) == 1 and 1.0 < lines[0]["detections"][0]["time"] < 4.0
     assert 0.0 < lines[0]["detections"][0]["score"] <= 1.0 and lines[0]["phrase"] == "hey jarvis"
+    assert lines[0]["threshold"] == WakeModel(model_copy).threshold  # the card's calibrated one by default
+    override = subprocess.run([sys.executable, "-m", "daemon.cli", "wake", "--json", "--threshold", "0.97",
+                               "--model", str(model_copy), str(silent)], cwd=REPO, capture_output=True, text=True,
+                              timeout=60)
+    assert json.loads(override.stdout)["threshold"] == 0.97
     assert "error" in lines[1] and "bad.wav" in result.stderr
     assert lines[2]["detections"] == [] and lines[2]["audio_s"] == 2.0
     text = subprocess.run([sys.executable, "-m", "daemon.cli", "wake", "--model", str(model_copy), str(good)],
