@@ -88,7 +88,7 @@ class WakeSettings:
         return self.refractory_ms * SAMPLE_RATE // 1000
 
     @classmethod
-    def from_config(cls, wake: WakeConfig, model_threshold: float = DEFAULT_THRESHOLD) -> WakeSettings:
+    def from_config(cls, wake: WakeConfig, model_threshold: float) -> WakeSettings:
         """The config's sensitivity; its ``threshold``, or when that is None the model's calibrated one."""
         threshold = model_threshold if wake.threshold is None else wake.threshold
         return cls(threshold=threshold, smoothing=wake.smoothing_frames, refractory_ms=wake.refractory_ms)

@@ -681,8 +681,7 @@ def package_model(ctx: Context) -> None:
             "voices_by_cohort": dict(Counter(v["cohort"] for v in voices_doc["train"])),
             "train_time_minutes": round(sum(m["seconds"] for m in members) / 60, 1),  # all members
             "train_cpu_minutes": round(sum(m["cpu_seconds"] for m in members) / 60, 1),
-            "members": len(members),
-            "steps": [m["steps_done"] for m in members],
+            "steps": [m["steps_done"] for m in members],  # one per member (the card's model.members)
             "train_config": members[0]["train"],
             "augmentation": ctx.config["augment"],
             "real_speech": "Debian asterisk-core-sounds-en-wav prompts (one speaker), split by file between "
@@ -712,7 +711,7 @@ def package_model(ctx: Context) -> None:
 
 
 def _members_text(training: dict[str, Any]) -> str:
-    """"6000 steps", or for an ensemble "2 members of 6000 steps each, their logits averaged"."""
+    """"6000 steps", or for several members "3 members (6000, 6000, 6000 steps) from different seeds, ..."."""
     steps = training.get("steps", "?")
     if not isinstance(steps, list):  # cards written before the recipe trained members
         return f"{steps} steps"
