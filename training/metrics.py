@@ -18,8 +18,14 @@ def edit_distance(ref: Sequence[str], hyp: Sequence[str]) -> int:
 
 
 def contains_phrase(words: Sequence[str], phrase: Sequence[str]) -> bool:
+    """Whether ``phrase`` occurs in ``words``, its last word possibly possessive: "call samesh's home number"
+    names "samesh" (a sentence says a contact's name that way, and the entity is the name)."""
     n = len(phrase)
-    return any(list(words[i : i + n]) == list(phrase) for i in range(len(words) - n + 1)) if n else True
+    if not n:
+        return True
+    head, last = list(phrase[:-1]), phrase[-1]
+    return any(list(words[i : i + n - 1]) == head and words[i + n - 1] in (last, f"{last}'s")
+               for i in range(len(words) - n + 1))
 
 
 @dataclass

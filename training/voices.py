@@ -883,9 +883,8 @@ def benchmark(sentences: Sequence[str], voices_per_engine: int = 3) -> dict[str,
     for engine, voices in sorted(by_engine.items()):
         step = max(1, len(voices) // voices_per_engine)
         chosen = voices[::step][:voices_per_engine]
-        if engine == "festival":
-            for v in chosen:  # load each voice outside the measurement
-                synthesize(v, "warm up")
+        for v in chosen:  # load each voice (festival's, the neural graphs) outside the measurement
+            synthesize(v, "warm up")
         audio_s = 0.0
         start = _cpu_seconds(_festival().pid)
         for v in chosen:

@@ -24,3 +24,8 @@ def test_scoreboard_groups_and_entities() -> None:
     assert scores["condition"]["noise"]["entity_accuracy_percent"] == 0.0
     assert contains_phrase("call siobhan okafor".split(), ["siobhan", "okafor"])
     assert not contains_phrase("call siobhan".split(), ["siobhan", "okafor"])
+    # A name said in the possessive is the name: otherwise no transcript could get it right.
+    assert contains_phrase("call siobhan okafor's phone".split(), ["siobhan", "okafor"])
+    assert contains_phrase("call samesh's home number".split(), ["samesh"])
+    assert not contains_phrase("call siobhan's okafor phone".split(), ["siobhan", "okafor"])
+    assert not contains_phrase("call sameshs phone".split(), ["samesh"])
