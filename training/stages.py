@@ -97,7 +97,10 @@ def _synth_job(job: tuple[dict[str, Any], dict[str, Any]]) -> tuple[dict[str, An
 def _plan(ctx: Any, split: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     cfg = ctx.config["synth"]
     rng = np.random.default_rng([ctx.seed, 3, 0 if split == "train" else 1])
-    draw = voices.engine_first(load_voices(ctx, split), cfg.get("engine_weights", {}))
+    weights = dict(cfg.get("engine_weights", {}))
+    if split == "test":  # a slow engine can be drawn sparingly for training and often enough for a test cohort
+        weights.update(cfg.get("test_engine_weights", {}))
+    draw = voices.engine_first(load_voices(ctx, split), weights)
     jobs = []
     for i, utt in enumerate(read_jsonl(ctx.work / f"text-{split}.jsonl")):
         voice = draw(rng)
