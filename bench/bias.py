@@ -131,7 +131,8 @@ def synthesise(count: int, seed: int, out_dir: Path, tts: Sequence[str] = ()) ->
                 continue
             sf.write(path, audio, SAMPLE_RATE, subtype="PCM_16")
             row = {"id": path.stem, "text": utt.text, "entities": [e.to_dict() for e in utt.entities],
-                   "path": str(path.resolve()), "condition": "clean", "voice": str(voice)}
+                   "path": str(path.resolve()), "condition": "clean", "voice": str(voice), "engine": voice.engine,
+                   "cohort": voice.cohort}  # bench.recognizer reads the same manifest
             out.write(json.dumps(row) + "\n")
             out.flush()
             _progress("synthesised", i + 1, count)
