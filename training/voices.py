@@ -697,6 +697,8 @@ def _kokoro() -> object:
     files = _kokoro_voice_files()
     if not files:
         raise SynthesisError("no Kokoro voices installed (training/setup_system.sh)")
+    # phonemizer warns of a "words count mismatch" where espeak-ng runs words together ("on the": ɔnðə).
+    logging.getLogger("phonemizer").setLevel(logging.ERROR)
     styles = _tmp_dir() / "kokoro-voices.npz"
     tables: dict[str, Any] = {name: np.fromfile(path, dtype=np.float32).reshape(KOKORO_STYLE_SHAPE)
                               for name, path in files.items()}
