@@ -250,6 +250,20 @@ def _tmp_wav() -> Path:
     return _tmp_dir() / f"{threading.get_ident()}-{time.monotonic_ns()}.wav"
 
 
+def _command_wav(command: Callable[[str], Sequence[str]], stdin: bytes | None = None) -> tuple[Int16Array, int]:
+    """Runs ``command(path)``, an engine that writes a WAV file to ``path``; returns (samples, rate)."""
+    out = _tmp_wav()
+    cmd = command(str(out))
+    try:
+        _run(cmd, stdin)
+        data = out.read_bytes()
+    except OSError as exc:
+        raise SynthesisError(f"{cmd[0]} wrote no audio: {exc}") from exc
+    finally:
+        out.unlink(missing_ok=True)
+    return parse_wav(data)
+
+
 # ------------------------------------------------------------------------------------------- espeak-ng
 
 
@@ -525,15 +539,7 @@ def _pico_voices() -> list[Voice]:
 def _synth_pico(voice: Voice, text: str, speed: float, pitch: float) -> tuple[FloatArray, int]:
     clean = re.sub(r"[<>&]", " ", text)
     markup = f"<speed level='{round(100 * speed)}'><pitch level='{round(100 * pitch)}'>{clean}</pitch></speed>"
-    out = _tmp_wav()
-    try:
-        _run(["pico2wave", "-l", voice.name, "-w", str(out), markup])
-        data = out.read_bytes()
-    except OSError as exc:
-        raise SynthesisError(f"pico2wave wrote no audio: {exc}") from exc
-    finally:
-        out.unlink(missing_ok=True)
-    samples, rate = parse_wav(data)
+    samples, rate = _command_wav(lambda out: ["pico2wave", "-l", voice.name, "-w", out, markup])
     return resample(samples, rate, SAMPLE_RATE), SAMPLE_RATE
 
 
@@ -611,16 +617,9 @@ def _rhvoice_voices() -> list[Voice]:
 
 def _synth_rhvoice(voice: Voice, text: str, speed: float, pitch: float) -> tuple[FloatArray, int]:
     # The rate is a percentage of the voice's own; pitch is resampled (the rate makes up the duration).
-    out = _tmp_wav()
-    try:
-        _run(["RHVoice-test", "-p", voice.name, "-r", str(round(100 * speed / pitch)), "-o", str(out)],
-             stdin=" ".join(text.split()).encode())
-        data = out.read_bytes()
-    except OSError as exc:
-        raise SynthesisError(f"RHVoice-test wrote no audio: {exc}") from exc
-    finally:
-        out.unlink(missing_ok=True)
-    samples, rate = parse_wav(data)
+    rate_percent = str(round(100 * speed / pitch))
+    samples, rate = _command_wav(lambda out: ["RHVoice-test", "-p", voice.name, "-r", rate_percent, "-o", out],
+                                 stdin=" ".join(text.split()).encode())
     return _pitch_resample(samples, rate, pitch), SAMPLE_RATE
 
 
