@@ -1,10 +1,13 @@
 """Recogniser benchmark: harkd's int8 RNN-T beside Whisper tiny.en and PocketSphinx 5 on the same audio.
 
-    python -m bench.recognizer [--manifest work/recognizer/speech-test/manifest.jsonl] [--limit 100]
-                               [--engines harkd,whisper,pocketsphinx] [--beams 2,4,8] [--json out.json]
+    python -m bench.recognizer [--manifest work/recognizer/speech-test/manifest.jsonl | --synth N [--tts kokoro]]
+                               [--limit 100] [--engines harkd,whisper,pocketsphinx] [--beams 2,4,8]
+                               [--json out.json]
 
 The audio is the recipe's held-out test set: sentences with held-out names and appliances, read by
-held-out voices, in each test condition (clean, music and noise at 10 dB SNR, media echo, reverberation).
+held-out voices, in each test condition (clean, music and noise at 10 dB SNR, media echo, reverberation);
+or, with ``--synth N``, N held-out sentences read clean by the held-out voices of the installed engines (or of
+the ``--tts`` engines only: ``--tts kokoro`` for the neural voices most like a person's).
 Every engine's output goes through harkd's text normaliser before scoring, so "Dr." and "doctor" agree.
 Each engine runs on one thread; the real-time factor is CPU seconds of the decoding process over seconds
 of audio, median over utterances and in total (the machines are shared and noisy: compare engines within
@@ -160,8 +163,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engines", default="harkd,whisper,pocketsphinx")
     parser.add_argument("--beams", default=str(DecodeConfig.beam),
                         help="harkd's beam size, or several (e.g. 2,4,8: one engine each; default %(default)s)")
+    parser.add_argument("--synth", type=int, default=0, metavar="N",
+                        help="instead of the recipe's test set: N held-out sentences read by held-out voices, clean "
+                             "(synthesised once and kept under work/bench-bias/, as bench.bias --synth does)")
+    parser.add_argument("--tts", default="", help="with --synth: only these TTS engines (e.g. kokoro)")
     parser.add_argument("--json", type=Path, default=None, help="also write the full report here")
     args = parser.parse_args(argv)
+    if args.synth > 0:
+        from bench.bias import SYNTH_DIR, synthesise
+
+        args.manifest = synthesise(args.synth, 0, SYNTH_DIR, [t.strip() for t in args.tts.split(",") if t.strip()])
     if not args.manifest.is_file():
         print(f"error: {args.manifest} not found: run the recipe's stages 1-3 first", file=sys.stderr)
         return 2
