@@ -593,9 +593,10 @@ def calibrate_model(ctx: Context) -> None:
     traces, _, audio_s = _score_files(detector, streams, ctx.work, "calibration negatives")
     hours = audio_s / 3600
     sweep = []
+    phrase = str(ctx.config["phrase"])
     for threshold in _thresholds(0.5):
-        fired = sum(len(detections_from_scores(trace, _settings(ctx, threshold), str(ctx.config["phrase"])))
-                    for _, trace in traces)
+        settings = _settings(ctx, threshold)
+        fired = sum(len(detections_from_scores(trace, settings, phrase)) for _, trace in traces)
         sweep.append({"threshold": threshold, "false_accepts": fired,
                       "false_accepts_per_hour": round(fired / hours, 3) if hours else 0.0})
     limit = float(cfg.get("max_false_accepts_per_hour", 0.25))
@@ -607,8 +608,13 @@ def calibrate_model(ctx: Context) -> None:
              "negatives", result["threshold"], limit, hours)
 
 
+def calibration_result(ctx: Context) -> dict[str, Any]:
+    """What stage 7 wrote: the calibrated ``threshold``, the sweep and the calibration audio."""
+    return dict(json.loads((ctx.work / "calibration.json").read_text()))
+
+
 def calibrated_threshold(ctx: Context) -> float:
-    return float(json.loads((ctx.work / "calibration.json").read_text())["threshold"])
+    return float(calibration_result(ctx)["threshold"])
 
 
 # -- 8 evaluate ------------------------------------------------------------------------------------------
@@ -624,8 +630,7 @@ def evaluate_model(ctx: Context) -> None:
     at_threshold = evaluate_traces(positives, negatives, settings, phrase)
     sweep = []
     for threshold in _thresholds(settings.threshold):
-        result = evaluate_traces(positives, negatives, WakeSettings(threshold, settings.smoothing,
-                                                                    settings.refractory_ms), phrase)
+        result = evaluate_traces(positives, negatives, _settings(ctx, threshold), phrase)
         sweep.append({"threshold": threshold, "false_reject_percent": result["false_reject_percent_all"],
                       "false_accepts_per_hour": result["false_accepts_per_hour"],
                       "false_accepts_per_hour_without_confusables":
@@ -664,6 +669,7 @@ def package_model(ctx: Context) -> None:
     voices_doc = json.loads((ctx.work / "voices.json").read_text())
     members = [json.loads((d / "config.json").read_text()) for d in member_dirs(ctx.work / "checkpoints")]
     manifest = json.loads((ctx.work / "test" / "manifest.json").read_text())
+    calibration = calibration_result(ctx)
     command = str(ctx.config.get("command") or RECIPE_COMMAND.format(config=ctx.config.get("config_name", "wake")))
 
     def hours(rows: list[dict[str, Any]]) -> dict[str, float]:
@@ -697,15 +703,14 @@ def package_model(ctx: Context) -> None:
             "benchmark_command": "python -m bench.wake --work " + str(ctx.work.parent) + f" --name {ctx.name}",
             "held_out_voices_by_cohort": dict(Counter(v["cohort"] for v in voices_doc["test"])),
             "held_out_positive_clips": sum(1 for r in test_rows if r["kind"] == "positive"),
-            "calibration": {k: v for k, v in json.loads((ctx.work / "calibration.json").read_text()).items()
-                            if k != "streams"},
+            "calibration": {k: v for k, v in calibration.items() if k != "streams"},
             # The stream's size, not its clip spans (those stay in the test manifest for stage 8)
             "negative_streams": [{**{k: v for k, v in stream.items() if k != "clips"},
                                   "clips": len(stream.get("clips", []))} for stream in manifest["negative"]],
             **metrics,
         },
     }
-    card = _card(ctx, dst, details, threshold=calibrated_threshold(ctx))
+    card = _card(ctx, dst, details, threshold=float(calibration["threshold"]))
     card.save(dst)
     (dst / "README.md").write_text(render_card(card), encoding="utf-8")
 
