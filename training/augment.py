@@ -12,7 +12,8 @@ Synthetic white, pink and brown noise need no files.
 
 :class:`Augmenter` applies one condition: ``clean``, ``noise``, ``music``, ``echo`` (music played by the
 device's own loudspeaker reaching its microphone: 5–50 ms delay, a small speaker's band limits and a short
-room response) or ``reverb`` (synthetic room impulse response). Levels are signal-to-noise ratios in dB
+room response), ``reverb`` (synthetic room impulse response) or ``mic`` (a band-limited microphone or
+channel: :func:`microphone`). Levels are signal-to-noise ratios in dB
 against the speech's mean power over the whole utterance (synthesised speech carries at most 150 ms of
 silence at each end). Every output is float32 in [-1, 1]: a mixture that would exceed full scale is
 scaled down as a whole, which keeps its SNR; only :func:`apply_gain` clips on purpose.
@@ -41,7 +42,7 @@ from daemon.resample import resample
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000  # hertz
-CONDITIONS = ("clean", "noise", "music", "echo", "reverb")
+CONDITIONS = ("clean", "noise", "music", "echo", "reverb", "mic")
 SYNTHETIC_NOISES = ("white", "pink", "brown")
 
 HEDGEWARS_MUSIC = Path("/usr/share/games/hedgewars/Data/Music")
@@ -363,23 +364,46 @@ def reverberate(x: npt.ArrayLike, rir: npt.ArrayLike) -> FloatArray:
     return limit_peak(wet)
 
 
-def loudspeaker(x: npt.ArrayLike, rng: np.random.Generator, sample_rate: int = SAMPLE_RATE) -> FloatArray:
-    """A small loudspeaker: no bass below 150–400 Hz, treble rolled off above 4–7 kHz, mild saturation."""
+def band_pass(x: npt.ArrayLike, low_cut: float, high_cut: float, high_order: int = 2,
+              sample_rate: int = SAMPLE_RATE) -> npt.NDArray[np.float64]:
+    """``x`` through a 2nd-order high-pass at ``low_cut`` Hz and a ``high_order`` low-pass at ``high_cut`` Hz
+    (Butterworth magnitudes, zero phase, applied in the frequency domain)."""
     arr = np.asarray(x, dtype=np.float64)
     n = len(arr)
     if n < 2:
-        return arr.astype(np.float32)
-    spectrum = np.fft.rfft(arr)
+        return arr
     freqs = np.fft.rfftfreq(n, 1.0 / sample_rate)
+    response = 1.0 / np.sqrt(1.0 + (low_cut / np.maximum(freqs, 1.0)) ** 4)
+    response /= np.sqrt(1.0 + (freqs / high_cut) ** (2 * high_order))
+    return np.fft.irfft(np.fft.rfft(arr) * response, n)
+
+
+def loudspeaker(x: npt.ArrayLike, rng: np.random.Generator, sample_rate: int = SAMPLE_RATE) -> FloatArray:
+    """A small loudspeaker: no bass below 150–400 Hz, treble rolled off above 4–7 kHz, mild saturation."""
+    if len(np.asarray(x)) < 2:
+        return np.asarray(x, dtype=np.float32)
     low_cut = float(rng.uniform(150.0, 400.0))
     high_cut = float(rng.uniform(4000.0, 7000.0))
-    response = 1.0 / np.sqrt(1.0 + (low_cut / np.maximum(freqs, 1.0)) ** 4)  # 2nd-order high-pass
-    response /= np.sqrt(1.0 + (freqs / high_cut) ** 4)  # 2nd-order low-pass
-    y = np.fft.irfft(spectrum * response, n)
+    y = band_pass(x, low_cut, high_cut, sample_rate=sample_rate)
     drive = float(rng.uniform(1.0, 3.0))
     peak = float(np.max(np.abs(y))) or 1.0
     y = np.tanh(drive * y / peak) * peak / drive
     return y.astype(np.float32)
+
+
+def microphone(x: npt.ArrayLike, rng: np.random.Generator, sample_rate: int = SAMPLE_RATE) -> FloatArray:
+    """Another microphone or channel: bass cut below 50–300 Hz, everything above 3.4–7.5 kHz cut steeply (an
+    8th-order low-pass: from a telephone-band headset or codec to a wide-band USB microphone); the loudness
+    is kept."""
+    if len(np.asarray(x)) < 2:
+        return np.asarray(x, dtype=np.float32)
+    low_cut = float(rng.uniform(50.0, 300.0))
+    high_cut = float(rng.uniform(3400.0, 7500.0))
+    y = band_pass(x, low_cut, high_cut, high_order=8, sample_rate=sample_rate)
+    p_in, p_out = power(np.asarray(x, dtype=np.float32)), power(y.astype(np.float32))
+    if p_out > 0.0:
+        y *= math.sqrt(p_in / p_out)  # the same loudness: the level is the gain's business
+    return limit_peak(y)
 
 
 def change_speed(x: npt.ArrayLike, factor: float) -> FloatArray:
@@ -488,7 +512,7 @@ class Augmenter:
         """One condition on 16 kHz speech (float32, or int16 scaled by 1/32768).
 
         ``snr_db`` (the SER for "echo") is drawn from the config when not given; "reverb" and "clean"
-        ignore it. No random gain here: see :meth:`random`.
+        ignore it, and so does "mic". No random gain here: see :meth:`random`.
         """
         x = as_float32(speech)
         if x.ndim != 1:
@@ -509,6 +533,8 @@ class Augmenter:
         if condition == "echo":
             level = self._uniform(self.config.echo_ser_db) if snr_db is None else snr_db
             return self.echo(x, level)
+        if condition == "mic":
+            return microphone(x, self.rng)
         raise ValueError(f"unknown condition {condition!r} (known: {', '.join(CONDITIONS)})")
 
     def choose_condition(self) -> str:

@@ -20,6 +20,8 @@ from training.augment import (
     change_speed,
     decode_to_cache,
     discover_sources,
+    loudspeaker,
+    microphone,
     mix_at_snr,
     power,
     reverberate,
@@ -118,7 +120,7 @@ def test_random_helper_is_seeded_and_covers_conditions(bank: SourceBank) -> None
         runs.append([augmenter.random(speech) for _ in range(60)])
     assert [c for c, _ in runs[0]] == [c for c, _ in runs[1]]
     assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(runs[0], runs[1], strict=True))
-    assert {c for c, _ in runs[0]} == set(CONDITIONS)
+    assert {c for c, _ in runs[0]} == {c for c, _ in AugmentConfig().weights}  # every condition weighted
     for _, audio in runs[0]:
         assert np.max(np.abs(audio)) <= 10 ** (-6 / 20) + 1e-6  # the fixed -6 dB gain on a limited signal
 
@@ -311,3 +313,44 @@ def test_augmenter_draws_a_speed_per_utterance(bank: SourceBank) -> None:
     lengths = [len(varied.random(speech)[1]) for _ in range(20)]
     assert len(set(lengths)) > 10
     assert all(round(len(speech) / 1.1) <= n <= round(len(speech) / 0.9) for n in lengths)
+
+
+def _band_power(x: np.ndarray, low: float, high: float) -> float:
+    spectrum = np.abs(np.fft.rfft(x)) ** 2
+    freqs = np.fft.rfftfreq(len(x), 1.0 / SAMPLE_RATE)
+    return float(spectrum[(freqs >= low) & (freqs < high)].sum())
+
+
+def test_microphone_cuts_the_band_and_keeps_the_loudness() -> None:
+    wide = np.random.default_rng(3).normal(0.0, 0.1, SAMPLE_RATE).astype(np.float32)  # white: every band
+
+    def share(x: np.ndarray, low: float, high: float) -> float:  # of the power in 500-3000 Hz
+        return _band_power(x, low, high) / _band_power(x, 500, 3000)
+
+    cut_offs = []
+    for seed in range(8):
+        out = microphone(wide, np.random.default_rng(seed))
+        draws = np.random.default_rng(seed)
+        low_cut, high_cut = draws.uniform(50.0, 300.0), draws.uniform(3400.0, 7500.0)
+        cut_offs.append(high_cut)
+        assert out.dtype == np.float32 and len(out) == len(wide)
+        assert power(out) == pytest.approx(power(wide), rel=1e-3)
+        assert share(out, 500, 3000) == 1.0
+        if 1.3 * high_cut < 7800:  # steeply cut above
+            assert share(out, 1.3 * high_cut, 8000) < 0.03 * share(wide, 1.3 * high_cut, 8000)
+        assert share(out, 0.7 * high_cut, 0.9 * high_cut) > 0.8 * share(wide, 0.7 * high_cut, 0.9 * high_cut)
+        assert share(out, 10, low_cut / 2) < 0.1 * share(wide, 10, low_cut / 2)  # and the bass
+    assert min(cut_offs) < 5000 < max(cut_offs)  # from a telephone band to a wide-band microphone
+
+
+def test_loudspeaker_is_unchanged_by_the_shared_band_pass() -> None:
+    # The recipes' training data must not move: the same draws, in the same order, give the same audio.
+    speech = _speech_like()
+    out = loudspeaker(speech, np.random.default_rng(7))
+    rng = np.random.default_rng(7)
+    low, high, drive = rng.uniform(150.0, 400.0), rng.uniform(4000.0, 7000.0), rng.uniform(1.0, 3.0)
+    freqs = np.fft.rfftfreq(len(speech), 1.0 / SAMPLE_RATE)
+    response = 1.0 / np.sqrt(1.0 + (low / np.maximum(freqs, 1.0)) ** 4) / np.sqrt(1.0 + (freqs / high) ** 4)
+    y = np.fft.irfft(np.fft.rfft(speech.astype(np.float64)) * response, len(speech))
+    peak = float(np.max(np.abs(y)))
+    np.testing.assert_allclose(out, (np.tanh(drive * y / peak) * peak / drive).astype(np.float32), atol=1e-7)
