@@ -138,6 +138,21 @@ def test_speed_and_pitch_on_other_engines(engine: str) -> None:
     assert _f0(fast_high) / _f0(normal) == pytest.approx(1.2, rel=0.07)
 
 
+def test_a_festival_voice_speaks_the_same_whatever_voice_spoke_before() -> None:
+    # One festival process serves every festival voice in a worker, in whatever order the jobs come.
+    voices = _voices_of("festival")
+    if len(voices) < 2:
+        pytest.skip(f"festival voices {SETUP_HINT}")
+    text = "please turn on the kitchen lights and call doctor siobhan okafor"
+    for voice in voices:
+        outputs = []
+        for before in voices:
+            if before != voice:
+                synthesize(before, "hello there, how are you", speed=1.1, pitch=0.9)
+                outputs.append(synthesize(voice, text, speed=0.93, pitch=1.17))
+        assert all(np.array_equal(outputs[0], o) for o in outputs[1:]), voice
+
+
 def test_festival_recovers_after_an_error() -> None:
     voices = _voices_of("festival")
     if not voices:
