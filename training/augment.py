@@ -400,7 +400,7 @@ def microphone(x: npt.ArrayLike, rng: np.random.Generator, sample_rate: int = SA
     low_cut = float(rng.uniform(50.0, 300.0))
     high_cut = float(rng.uniform(3400.0, 7500.0))
     y = band_pass(x, low_cut, high_cut, high_order=8, sample_rate=sample_rate)
-    p_in, p_out = power(np.asarray(x, dtype=np.float32)), power(y.astype(np.float32))
+    p_in, p_out = power(x), power(y)
     if p_out > 0.0:
         y *= math.sqrt(p_in / p_out)  # the same loudness: the level is the gain's business
     return limit_peak(y)
