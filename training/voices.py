@@ -581,27 +581,41 @@ def _piper_voices() -> list[Voice]:
 
 
 @functools.lru_cache(maxsize=2)
-def _piper_voice(name: str) -> object:
-    """The loaded voice, once per process, on one thread (synthesis runs one worker per core)."""
-    import onnxruntime
-    from piper import PiperVoice
+def _piper_model(name: str) -> tuple[bytes, object]:
+    """The voice's ONNX graph and its config, read once per process."""
     from piper.config import PiperConfig
 
     model = _piper_models().get(name)
     if model is None:
         raise SynthesisError(f"piper voice {name!r} is not installed")
+    config = PiperConfig.from_dict(json.loads(model.with_name(model.name + ".json").read_text()))
+    return model.read_bytes(), config
+
+
+def _piper_voice(name: str, seed: int) -> object:
+    """A fresh session of the voice on one thread (synthesis runs one worker per core), its noise seeded.
+
+    VITS draws noise inside the graph (``RandomNormalLike``), from a generator each session seeds once when
+    it is created, from onnxruntime's global seed: a session per sentence, created after ``set_seed``, makes
+    a sentence's audio depend on the sentence alone, not on what the worker spoke before it.
+    """
+    import onnxruntime
+    from piper import PiperVoice
+
+    graph, config = _piper_model(name)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
-    config = PiperConfig.from_dict(json.loads(model.with_name(model.name + ".json").read_text()))
-    session = onnxruntime.InferenceSession(str(model), sess_options=options, providers=["CPUExecutionProvider"])
+    onnxruntime.set_seed(seed)
+    session = onnxruntime.InferenceSession(graph, sess_options=options, providers=["CPUExecutionProvider"])
     return PiperVoice(session=session, config=config)
 
 
 def _synth_piper(voice: Voice, text: str, speed: float, pitch: float) -> tuple[FloatArray, int]:
     from piper import SynthesisConfig
 
-    piper_voice = _piper_voice(voice.name)
+    key = json.dumps([voice.name, text, round(speed, 6), round(pitch, 6)]).encode()
+    piper_voice = _piper_voice(voice.name, int.from_bytes(hashlib.sha256(key).digest()[:4], "little"))
     # No pitch control: the waveform is resampled (shorter by `pitch`) and the length scale makes up the rest.
     config = SynthesisConfig(length_scale=pitch / speed)
     chunks = list(piper_voice.synthesize(text, config))  # type: ignore[attr-defined]

@@ -153,6 +153,17 @@ def test_a_festival_voice_speaks_the_same_whatever_voice_spoke_before() -> None:
         assert all(np.array_equal(outputs[0], o) for o in outputs[1:]), voice
 
 
+def test_a_piper_voice_speaks_a_sentence_the_same_every_time() -> None:
+    # VITS draws noise in its graph; a worker speaks many sentences in whatever order the jobs come.
+    voices = _voices_of("piper")
+    if not voices:
+        pytest.skip(f"piper {SETUP_HINT}")
+    text = "please turn on the kitchen lights and call doctor siobhan okafor"
+    first = synthesize(voices[0], text, speed=0.93, pitch=1.17)
+    synthesize(voices[0], "hello there, how are you", speed=1.1, pitch=0.9)
+    assert np.array_equal(first, synthesize(voices[0], text, speed=0.93, pitch=1.17))
+
+
 def test_festival_recovers_after_an_error() -> None:
     voices = _voices_of("festival")
     if not voices:
