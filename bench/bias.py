@@ -4,10 +4,10 @@
                          [--conditions clean] [--boost 1,1.5] [--hold 0.25] [--verify both] [--engines harkd,whisper]
                          [--json out.json]
 
-Audio: the recipe's held-out test set when its manifest exists (sentences whose contacts and appliances were
-never in training, read by held-out voices), else ``--synth N`` sentences from the same held-out pools
-(:func:`training.text_corpus.generate`, split "test") read by the held-out voices of
-:func:`training.voices.split_voices` (cached under ``work/bench-bias/``).
+Audio: the recipe's held-out test set (sentences whose contacts and appliances were never in training, read
+by held-out voices), or with ``--synth N`` (also when the test set has not been built) N sentences from the
+same held-out pools (:func:`training.text_corpus.generate`, split "test") read clean by the held-out voices
+of :func:`training.voices.split_voices`, or of the ``--tts`` engines only (cached under ``work/bench-bias/``).
 
 What is measured, against the issue's targets:
 
@@ -397,7 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--manifest", type=Path, default=None,
                         help=f"test-set manifest (default {DEFAULT_MANIFEST} if it exists)")
     parser.add_argument("--synth", type=int, default=0, metavar="N",
-                        help="without a manifest: synthesise N held-out sentences with held-out voices")
+                        help="instead of the recipe's test set: synthesise N held-out sentences with held-out voices "
+                             "(kept under work/bench-bias/)")
     parser.add_argument("--tts", default="", help="with --synth: only these TTS engines (e.g. espeak,pico)")
     parser.add_argument("--conditions", default="clean", help="manifest conditions, comma-separated, or 'all'")
     parser.add_argument("--limit", type=int, default=None, help="utterances at most")
@@ -429,13 +430,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-    manifest = args.manifest or (DEFAULT_MANIFEST if DEFAULT_MANIFEST.is_file() else None)
-    if manifest is None:
-        if not args.synth:
-            print(f"error: {DEFAULT_MANIFEST} not found: run the recipe's stages 1-3, or pass --synth N",
-                  file=sys.stderr)
-            return 2
+    if args.synth and not args.manifest:
         manifest = synthesise(args.synth, args.seed, SYNTH_DIR, [t.strip() for t in args.tts.split(",") if t.strip()])
+    elif args.manifest or DEFAULT_MANIFEST.is_file():
+        manifest = args.manifest or DEFAULT_MANIFEST
+    else:
+        print(f"error: {DEFAULT_MANIFEST} not found: run the recipe's stages 1-3, or pass --synth N", file=sys.stderr)
+        return 2
     conditions = [] if args.conditions == "all" else [c.strip() for c in args.conditions.split(",") if c.strip()]
     rows = load_manifest(manifest, conditions, args.limit)
     if not rows:

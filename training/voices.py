@@ -581,8 +581,8 @@ def _piper_voices() -> list[Voice]:
 
 
 @functools.lru_cache(maxsize=2)
-def _piper_model(name: str) -> tuple[bytes, object]:
-    """The voice's ONNX graph and its config, read once per process."""
+def _piper_model(name: str) -> tuple[bytes, Any]:
+    """The voice's ONNX graph and its config (a ``piper.config.PiperConfig``), read once per process."""
     from piper.config import PiperConfig
 
     model = _piper_models().get(name)
