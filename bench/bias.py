@@ -101,12 +101,14 @@ def load_manifest(manifest: Path, conditions: Sequence[str], limit: int | None) 
     return rows
 
 
-def synthesise(count: int, seed: int, out_dir: Path, tts: Sequence[str] = ()) -> Path:
-    """``count`` held-out sentences read by held-out voices; returns a manifest. Resumable: sentences already
+def synthesise(count: int, seed: int, out_dir: Path, tts: Sequence[str] = (), text_seed: int = 0) -> Path:
+    """``count`` held-out sentences read by held-out voices; returns a manifest. ``seed`` chooses the voice split,
+    ``text_seed`` other sentences for the same held-out voices (a development set). Resumable: sentences already
     synthesised (listed in the partial manifest) are kept."""
     from training import text_corpus, voices
 
-    manifest = out_dir / f"manifest-{count}-{seed}{'-' + '-'.join(sorted(tts)) if tts else ''}.jsonl"
+    tag = f"{count}-{seed}" + (f"-text{text_seed}" if text_seed else "") + ("-" + "-".join(sorted(tts)) if tts else "")
+    manifest = out_dir / f"manifest-{tag}.jsonl"
     if manifest.is_file():
         return manifest
     partial = manifest.with_suffix(".partial")
@@ -116,10 +118,10 @@ def synthesise(count: int, seed: int, out_dir: Path, tts: Sequence[str] = ()) ->
     if not held_out:
         raise SystemExit(f"no held-out voices of {list(tts) or 'any engine'}: install the TTS engines "
                          "(training/setup_system.sh)")
-    rng = random.Random(seed)
+    rng = random.Random(seed if not text_seed else f"{seed}-{text_seed}")
     (out_dir / "clean").mkdir(parents=True, exist_ok=True)
     with partial.open("a") as out:
-        for i, utt in enumerate(text_corpus.generate(count, "test", seed + 1000)):
+        for i, utt in enumerate(text_corpus.generate(count, "test", seed + 1000 + 7919 * text_seed)):
             voice, speed, pitch = rng.choice(held_out), rng.uniform(0.9, 1.15), rng.uniform(0.9, 1.1)
             path = out_dir / "clean" / f"{manifest.stem}-{i:05d}.wav"
             if path.stem in done:
@@ -422,7 +424,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fill", type=int, default=40, help="other held-out names in each household list")
     parser.add_argument("--distractors", type=int, default=300)
     parser.add_argument("--timing-list", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="voice split, households and fillers (default 0, the "
+                        "recipe's split)")
+    parser.add_argument("--text-seed", type=int, default=0, metavar="N",
+                        help="with --synth: other held-out sentences for the same held-out voices, e.g. 1 for a "
+                             "development set to choose settings on (default 0)")
     parser.add_argument("--json", type=Path, default=None, help="also write the full report here")
     parser.add_argument("--include", type=Path, default=None, metavar="REPORT",
                         help="add the engines of an earlier report on the same utterances and lists (e.g. Whisper "
@@ -431,7 +437,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
     if args.synth and not args.manifest:
-        manifest = synthesise(args.synth, args.seed, SYNTH_DIR, [t.strip() for t in args.tts.split(",") if t.strip()])
+        manifest = synthesise(args.synth, args.seed, SYNTH_DIR, [t.strip() for t in args.tts.split(",") if t.strip()],
+                              args.text_seed)
     elif args.manifest or DEFAULT_MANIFEST.is_file():
         manifest = args.manifest or DEFAULT_MANIFEST
     else:

@@ -70,7 +70,7 @@ __all__ = [
 ]
 
 #: The default log-score bonus per matched token (config ``bias.boost``).
-DEFAULT_BOOST = 2.0
+DEFAULT_BOOST = 1.0
 #: Share of each matched token's credit given while the match is in progress; the rest comes on completion.
 DEFAULT_HOLD = 0.25
 #: The last good bias list, in the daemon's state directory.

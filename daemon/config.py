@@ -133,7 +133,7 @@ class EndpointConfig:
 @dataclass(frozen=True)
 class BiasConfig:
     file: Path | None = None  # bias list document (JSON, the bias/set schema) loaded at start
-    boost: float = _spec(2.0, lo=0.0, hi=20.0, unit="nats per matched token")  # log-probability bonus
+    boost: float = _spec(1.0, lo=0.0, hi=20.0, unit="nats per matched token")  # log-probability bonus
     hold: float = _spec(0.25, lo=0.0, hi=1.0, unit="share of the boost")  # share of each token's bonus given
     # while a name is still being matched (the rest when it completes; see daemon.bias)
     verify: bool = False  # at the end of an utterance, try bias phrases that sound like a span of the best
