@@ -400,7 +400,7 @@ class _FestivalProcess:
     # before it (the HTS voice's part-of-speech and vowel-reduction settings changed en1_mbrola's and
     # rab_diphone's durations): put back to their start-up values before every voice change.
     VOICE_GLOBALS = ("pos_map", "pos_p_start_tag", "pos_pp_start_tag", "postlex_vowel_reduce_cart_tree")
-    _SAVE = f"(if (not (symbol-bound? 'harkd_startup)) (set! harkd_startup (list {' '.join(VOICE_GLOBALS)})))"
+    _SAVE = f"(set! harkd_startup (list {' '.join(VOICE_GLOBALS)}))"
     _RESTORE = " ".join(f"(set! {name} (nth {i} harkd_startup))" for i, name in enumerate(VOICE_GLOBALS))
 
     def __init__(self) -> None:
@@ -419,6 +419,7 @@ class _FestivalProcess:
             )
         self._voice = None
         self._pending = b""
+        self._command(self._SAVE)  # the start-up values, before any voice has set them
         return self._proc
 
     def close(self) -> None:
@@ -489,7 +490,7 @@ class _FestivalProcess:
                 # Keep an HTS voice's own engine settings so speed/pitch can be appended per sentence
                 # (other voices leave hts_engine_params unbound).
                 keep = " (set! harkd_hts_base hts_engine_params)" if voice.endswith("_hts") else ""
-                self._command(f"{self._SAVE} {self._RESTORE} (voice_{voice}){keep}")
+                self._command(f"{self._RESTORE} (voice_{voice}){keep}")
                 self._voice = voice
             out = _tmp_wav()
             if voice.endswith("_hts"):
