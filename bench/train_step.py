@@ -1,12 +1,13 @@
-"""Training-step benchmark: what the pruned RNN-T loss saves over the full joiner, on this machine.
+"""Training-step benchmark: what the pruned RNN-T loss and bfloat16 products save, on this machine.
 
     python -m bench.train_step [--features work/recognizer/features-train.npz] [--batches 12] [--widths 0,5]
-                               [--threads 2] [--json out.json]
+                               [--precisions float32,bfloat16] [--threads 2] [--json out.json]
 
 One training step (forward, loss, backward, optimiser) of the shipped model configuration on the same real
-batches of the recipe's training features, for each ``prune_width`` in turn (0: the full joiner on every
-label position), the widths interleaved batch by batch so that a noisy shared machine slows them alike.
-Reports the median seconds per step of each width and its ratio to the first. Run it with the CPU to itself.
+batches of the recipe's training features, for each ``prune_width`` (0: the full joiner on every label
+position) and each precision of the network's products (``train.bf16``) in turn, interleaved batch by batch
+so that a noisy shared machine slows them alike. Reports the median seconds per step of each setup and its
+ratio to the first. Run it with the CPU to itself.
 """
 
 from __future__ import annotations
@@ -26,38 +27,44 @@ from training.model import ModelConfig, Transducer
 from training.train import SimpleJoiner, TrainConfig, transducer_loss
 
 
-def measure(features: Path, widths: list[int], batches: int, threads: int, max_frames: int) -> dict[str, object]:
+PRECISIONS = ("float32", "bfloat16")
+
+
+def measure(features: Path, widths: list[int], precisions: list[str], batches: int, threads: int,
+            max_frames: int) -> dict[str, object]:
     torch.set_num_threads(threads)
-    torch.manual_seed(0)
     shard = FeatureShard.load(features)
     model_cfg = ModelConfig()
     rng = np.random.default_rng(0)
     picked = list(length_bucketed_batches(shard.num_frames(), max_frames, rng))[: batches + 1]
     setups = []
     for width in widths:
-        model = Transducer(model_cfg)
-        simple = SimpleJoiner(model_cfg) if width > 0 else None
-        params = list(model.parameters()) + (list(simple.parameters()) if simple is not None else [])
-        setups.append((width, model, simple, torch.optim.AdamW(params, lr=1e-3), TrainConfig(prune_width=width)))
-    times: dict[int, list[float]] = {w: [] for w in widths}
+        for precision in precisions:
+            torch.manual_seed(0)
+            model = Transducer(model_cfg)
+            simple = SimpleJoiner(model_cfg) if width > 0 else None
+            params = list(model.parameters()) + (list(simple.parameters()) if simple is not None else [])
+            cfg = TrainConfig(prune_width=width, bf16=precision == "bfloat16")
+            setups.append((f"width {width}, {precision}", model, simple, torch.optim.AdamW(params, lr=1e-3), cfg))
+    times: dict[str, list[float]] = {name: [] for name, *_ in setups}
     for i, indices in enumerate(picked):
         batch = make_batch(shard, indices, model_cfg.subsampling)
-        for width, model, simple, optimiser, cfg in setups:
+        for name, model, simple, optimiser, cfg in setups:
             started = time.perf_counter()
             loss, _ = transducer_loss(model, simple, batch, cfg, progress=0.5)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
             if i > 0:  # the first batch warms up allocators and kernels
-                times[width].append(time.perf_counter() - started)
-    base = statistics.median(times[widths[0]])
+                times[name].append(time.perf_counter() - started)
+    base = statistics.median(next(iter(times.values())))
     return {
         "features": str(features),
         "batches": batches,
         "max_frames": max_frames,
         "threads": threads,
-        "median_s_per_step": {str(w): round(statistics.median(t), 4) for w, t in times.items()},
-        "ratio_to_first": {str(w): round(statistics.median(t) / base, 3) for w, t in times.items()},
+        "median_s_per_step": {name: round(statistics.median(t), 4) for name, t in times.items()},
+        "ratio_to_first": {name: round(statistics.median(t) / base, 3) for name, t in times.items()},
     }
 
 
@@ -66,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--features", type=Path, default=Path("work/recognizer/features-train.npz"),
                         help="training features written by the recipe's stage 4")
     parser.add_argument("--widths", default="0,5", help="prune widths to compare, the first is the baseline")
-    parser.add_argument("--batches", type=int, default=12, help="timed batches per width")
+    parser.add_argument("--precisions", default="float32",
+                        help=f"precisions of the network's products to compare ({', '.join(PRECISIONS)})")
+    parser.add_argument("--batches", type=int, default=12, help="timed batches per setup")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-frames", type=int, default=TrainConfig().max_frames, help="frames per batch")
     parser.add_argument("--json", type=Path, default=None, help="also write the result here")
@@ -76,7 +85,11 @@ def main(argv: list[str] | None = None) -> int:
               "(python -m training.recipe --config training/configs/recognizer.yaml --stages 1-4)", file=sys.stderr)
         return 2
     widths = [int(w) for w in args.widths.split(",")]
-    result = measure(args.features, widths, args.batches, args.threads, args.max_frames)
+    precisions = [p.strip() for p in args.precisions.split(",")]
+    unknown = [p for p in precisions if p not in PRECISIONS]
+    if unknown:
+        parser.error(f"--precisions: unknown {', '.join(unknown)} (choose from {', '.join(PRECISIONS)})")
+    result = measure(args.features, widths, precisions, args.batches, args.threads, args.max_frames)
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:

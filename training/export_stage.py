@@ -55,7 +55,7 @@ def _card(ctx: Any, directory: Path, details: dict[str, Any] | None = None) -> M
     return ModelCard(
         name=f"harkd-{ctx.name}",
         kind="recognizer",
-        version=time.strftime("%Y%m%d"),
+        version=time.strftime("%Y%m%d.%H%M"),  # two models packaged the same day differ
         files=files,
         frontend=FrontendConfig().to_dict(),
         model=_model_section(model),

@@ -132,3 +132,36 @@ def test_the_predictor_reads_the_history_and_the_loss_scores_the_targets() -> No
                      batch.token_lengths)
     assert float(clean) == pytest.approx(float(full), rel=1e-5) and float(same) == pytest.approx(float(clean))
     assert float(other) != pytest.approx(float(clean))
+
+
+@pytest.mark.parametrize("width", [0, 2])
+def test_bfloat16_products_give_nearly_the_float_loss_and_gradients(width: int) -> None:
+    torch.manual_seed(0)
+    model, simple, batch = Transducer(TINY), SimpleJoiner(TINY) if width else None, _token_batch(3)
+    losses, grads = [], []
+    for bf16 in (False, True):
+        model.zero_grad()
+        loss, _ = transducer_loss(model, simple, batch, TrainConfig(prune_width=width, bf16=bf16), progress=0.5)
+        loss.backward()
+        assert loss.dtype == torch.float32  # the loss itself is computed in float32
+        losses.append(float(loss.detach()))
+        grads.append(torch.cat([p.grad.reshape(-1) for p in model.parameters() if p.grad is not None]))
+    assert losses[1] == pytest.approx(losses[0], rel=0.02)
+    assert losses[1] != losses[0]  # the products really were made in bfloat16
+    cosine = torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0)
+    assert float(cosine) > 0.99
+
+
+def test_the_pruned_loss_trains_the_transducer_with_bfloat16_products() -> None:
+    torch.manual_seed(0)
+    model, simple, batch = Transducer(TINY), SimpleJoiner(TINY), _token_batch(2)
+    optimiser = torch.optim.Adam(list(model.parameters()) + list(simple.parameters()), lr=1e-2)
+    cfg = TrainConfig(prune_width=2, bf16=True)
+    before, _ = transducer_loss(model, simple, batch, cfg, progress=1.0)
+    for step in range(60):
+        loss, _ = transducer_loss(model, simple, batch, cfg, progress=step / 60)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    after, _ = transducer_loss(model, simple, batch, cfg, progress=1.0)
+    assert float(after.detach()) < 0.5 * float(before.detach())
