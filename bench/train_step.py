@@ -26,7 +26,6 @@ from training.features import FeatureShard, length_bucketed_batches, make_batch
 from training.model import ModelConfig, Transducer
 from training.train import SimpleJoiner, TrainConfig, transducer_loss
 
-
 PRECISIONS = ("float32", "bfloat16")
 
 
