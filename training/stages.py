@@ -229,7 +229,7 @@ def make_features(ctx: Any) -> None:
 
 
 # -- 5 train ---------------------------------------------------------------------------------------------
-def dataclass_from(cls: Any, overrides: dict[str, Any]) -> Any:
+def _dataclass_from(cls: Any, overrides: dict[str, Any]) -> Any:
     """``cls`` (ModelConfig, TrainConfig) with a recipe section's overrides; unknown settings are an error."""
     known = {f.name for f in fields(cls)}
     unknown = set(overrides) - known
@@ -244,8 +244,8 @@ def train_model(ctx: Any) -> None:
     from training.model import ModelConfig
     from training.train import TrainConfig, train
 
-    model_cfg = dataclass_from(ModelConfig, ctx.config.get("model") or {})
-    train_cfg = dataclass_from(TrainConfig, ctx.config.get("train") or {})
+    model_cfg = _dataclass_from(ModelConfig, ctx.config.get("model") or {})
+    train_cfg = _dataclass_from(TrainConfig, ctx.config.get("train") or {})
     shard = FeatureShard.load(ctx.work / "features-train.npz")
     started = time.monotonic()
     final = train(shard, model_cfg, train_cfg, ctx.work / "checkpoints")
