@@ -4,7 +4,9 @@ A stream takes 16 kHz audio in any chunk size, computes log-mel features with th
 the encoder a chunk at a time (its state carried between chunks) and advances a beam search by one step per
 encoder frame. The beam search is the standard transducer search limited to ``max_symbols`` labels per
 frame: hypotheses that emit blank move on to the next frame; those that emit a label are extended (the
-predictor runs once per new prefix and its output is cached) and may emit again in the same frame.
+predictor runs once per new prefix and its output is cached) and may emit again in the same frame. Labels
+the token table's spelling rule forbids (:meth:`TokenTable.forbidden_after`: an apostrophe only inside a
+word) are never expanded.
 Identical label sequences reached along different paths are merged by adding their probabilities.
 Candidates that already score below the ``beam``-th finished hypothesis of the frame are dropped: emitting
 more labels can only lower a score, so they could never enter the beam.
@@ -341,6 +343,7 @@ class RecognizerStream:
     def _search_frame(self, enc: FloatArray) -> None:
         cfg = self.recognizer.decode
         backend = self.recognizer.backend
+        table = self.recognizer.tokens
         biased = self.bias is not None
         finished: dict[tuple[int, ...], _Hyp] = {}
         frontier = self._hyps
@@ -355,8 +358,15 @@ class RecognizerStream:
                                       hyp.token_bias))
                 if symbol == cfg.max_symbols:
                     continue
-                labels = np.argpartition(-logp[i, 1:], cfg.expand - 1)[: cfg.expand] + 1
+                row = logp[i, 1:]
+                forbidden = table.forbidden_after(hyp.tokens[-1] if hyp.tokens else 0)
+                if forbidden:
+                    row = row.copy()
+                    row[[k - 1 for k in forbidden]] = -np.inf
+                labels = np.argpartition(-row, cfg.expand - 1)[: cfg.expand] + 1
                 for k in labels:
+                    if k in forbidden:
+                        continue
                     lp = float(logp[i, k])
                     candidates.append((hyp.score + lp, hyp, int(k), lp))
             floor = self._beam_floor(finished, lambda h: h.score)

@@ -1,10 +1,17 @@
-"""The recogniser's token table: id 0 is blank, the rest are characters of the normalised alphabet."""
+"""The recogniser's token table: id 0 is blank, the rest are characters of the normalised alphabet.
+
+Normalised text (:mod:`daemon.textnorm`) spells an apostrophe only inside a word, between letters. The
+table states that rule for the beam search (:meth:`TokenTable.forbidden_after`): an apostrophe never starts
+a word or follows another, and a word never ends in one. The model never saw anything else in training, but
+it can still spell it ("i' lock"), and the published words should read like the text it was trained on.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 BLANK = "<blank>"
@@ -51,4 +58,22 @@ class TokenTable:
         return "".join(self.tokens[i] for i in ids if i != 0)
 
     def words(self, ids: Sequence[int]) -> list[str]:
-        return self.decode(ids).split()
+        """The words spelled by ``ids``; an apostrophe left at a word's end (the utterance ended after it) is
+        dropped."""
+        return [w for w in (raw.strip("'") for raw in self.decode(ids).split()) if w]
+
+    def forbidden_after(self, last: int) -> frozenset[int]:
+        """Labels that may not follow label ``last`` (0, the blank, for "nothing yet"): an apostrophe after
+        anything but a letter, and a space after an apostrophe."""
+        return self._forbidden.get(last, frozenset())
+
+    @cached_property
+    def _forbidden(self) -> dict[int, frozenset[int]]:
+        if "'" not in self.tokens:
+            return {}
+        apostrophe = self.tokens.index("'")
+        letters = {i for i, t in enumerate(self.tokens) if t.isalpha()}
+        rules = {i: frozenset({apostrophe}) for i in range(len(self.tokens)) if i not in letters}
+        space = {self.space_id} if " " in self.tokens else set()
+        rules[apostrophe] = frozenset({apostrophe, *space})
+        return rules

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from competing_backend import CompetingBackend
 
 from daemon.frontend import Frontend, MeanNormConfig, RunningMeanNorm
 from daemon.modelcard import ModelCard, ModelError
@@ -144,3 +145,24 @@ def test_a_card_with_a_bad_mean_norm_is_refused_with_the_reason() -> None:
     with pytest.raises(ModelError, match=r"m: bad 'mean_norm' in the model card: .*frames > 0"):
         mean_norm_of(card)
     assert mean_norm_of(ModelCard(name="m", kind="recognizer", version="1", files={}, frontend={}, model={})) is None
+
+
+def test_the_token_table_spells_an_apostrophe_only_inside_a_word() -> None:
+    apostrophe, space = TOKENS.encode("' ")
+    assert apostrophe in TOKENS.forbidden_after(0)  # nothing yet
+    assert apostrophe in TOKENS.forbidden_after(space)
+    assert TOKENS.forbidden_after(apostrophe) == {apostrophe, space}
+    assert TOKENS.forbidden_after(TOKENS.encode("s")[0]) == frozenset()
+    # An utterance that ended right after an apostrophe still reads as words.
+    assert TOKENS.words(TOKENS.encode("ellie's lamp i'")) == ["ellie's", "lamp", "i"]
+
+
+def test_the_search_never_spells_a_stray_apostrophe_even_where_the_acoustics_prefer_it() -> None:
+    backend = CompetingBackend("i' lock", "i lock", margin=1.0)
+    stream = Recognizer(backend, TOKENS, Frontend(), DecodeConfig(beam=4, max_symbols=3)).stream()
+    stream.accept_features(np.zeros((6 * backend.frames, 40), dtype=np.float32))
+    stream.finalize()
+    assert stream.text == "i lock"
+    for hyp in stream.nbest():
+        spelled = TOKENS.decode(hyp.tokens)
+        assert "' " not in spelled and not spelled.startswith("'"), spelled
