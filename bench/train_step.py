@@ -1,13 +1,14 @@
-"""Training-step benchmark: what the pruned RNN-T loss and bfloat16 products save, on this machine.
+"""Training-step benchmark: what the pruned RNN-T loss, bfloat16 products and a narrower predictor save here.
 
     python -m bench.train_step [--features work/recognizer/features-train.npz] [--batches 12] [--widths 0,5]
-                               [--precisions float32,bfloat16] [--threads 2] [--json out.json]
+                               [--precisions float32,bfloat16] [--pred-dims 256,128] [--threads 2]
+                               [--json out.json]
 
-One training step (forward, loss, backward, optimiser) of the shipped model configuration on the same real
-batches of the recipe's training features, for each ``prune_width`` (0: the full joiner on every label
-position) and each precision of the network's products (``train.bf16``) in turn, interleaved batch by batch
-so that a noisy shared machine slows them alike. Reports the median seconds per step of each setup and its
-ratio to the first. Run it with the CPU to itself.
+One training step (forward, loss, backward, optimiser) of the model configuration on the same real batches
+of the recipe's training features, for each predictor width (``model.pred_dim``), each ``prune_width`` (0:
+the full joiner on every label position) and each precision of the network's products (``train.bf16``) in
+turn, interleaved batch by batch so that a noisy shared machine slows them alike. Reports the median seconds
+per step of each setup and its ratio to the first. Run it with the CPU to itself.
 """
 
 from __future__ import annotations
@@ -30,24 +31,27 @@ PRECISIONS = ("float32", "bfloat16")
 
 
 def measure(features: Path, widths: list[int], precisions: list[str], batches: int, threads: int,
-            max_frames: int) -> dict[str, object]:
+            max_frames: int, pred_dims: list[int] | None = None) -> dict[str, object]:
     torch.set_num_threads(threads)
     shard = FeatureShard.load(features)
-    model_cfg = ModelConfig()
+    pred_dims = pred_dims or [ModelConfig().pred_dim]
     rng = np.random.default_rng(0)
     picked = list(length_bucketed_batches(shard.num_frames(), max_frames, rng))[: batches + 1]
     setups = []
-    for width in widths:
-        for precision in precisions:
-            torch.manual_seed(0)
-            model = Transducer(model_cfg)
-            simple = SimpleJoiner(model_cfg) if width > 0 else None
-            params = list(model.parameters()) + (list(simple.parameters()) if simple is not None else [])
-            cfg = TrainConfig(prune_width=width, bf16=precision == "bfloat16")
-            setups.append((f"width {width}, {precision}", model, simple, torch.optim.AdamW(params, lr=1e-3), cfg))
+    for pred_dim in pred_dims:
+        model_cfg = ModelConfig(pred_dim=pred_dim)
+        for width in widths:
+            for precision in precisions:
+                torch.manual_seed(0)
+                model = Transducer(model_cfg)
+                simple = SimpleJoiner(model_cfg) if width > 0 else None
+                params = list(model.parameters()) + (list(simple.parameters()) if simple is not None else [])
+                cfg = TrainConfig(prune_width=width, bf16=precision == "bfloat16")
+                name = (f"predictor {pred_dim}, " if len(pred_dims) > 1 else "") + f"width {width}, {precision}"
+                setups.append((name, model, simple, torch.optim.AdamW(params, lr=1e-3), cfg))
     times: dict[str, list[float]] = {name: [] for name, *_ in setups}
     for i, indices in enumerate(picked):
-        batch = make_batch(shard, indices, model_cfg.subsampling)
+        batch = make_batch(shard, indices, ModelConfig().subsampling)
         for name, model, simple, optimiser, cfg in setups:
             started = time.perf_counter()
             loss, _ = transducer_loss(model, simple, batch, cfg, progress=0.5)
@@ -74,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--widths", default="0,5", help="prune widths to compare, the first is the baseline")
     parser.add_argument("--precisions", default="float32",
                         help=f"precisions of the network's products to compare ({', '.join(PRECISIONS)})")
+    parser.add_argument("--pred-dims", default=str(ModelConfig().pred_dim),
+                        help="predictor LSTM widths to compare (model.pred_dim), e.g. 256,128")
     parser.add_argument("--batches", type=int, default=12, help="timed batches per setup")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-frames", type=int, default=TrainConfig().max_frames, help="frames per batch")
@@ -88,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [p for p in precisions if p not in PRECISIONS]
     if unknown:
         parser.error(f"--precisions: unknown {', '.join(unknown)} (choose from {', '.join(PRECISIONS)})")
-    result = measure(args.features, widths, precisions, args.batches, args.threads, args.max_frames)
+    pred_dims = [int(d) for d in args.pred_dims.split(",")]
+    result = measure(args.features, widths, precisions, args.batches, args.threads, args.max_frames, pred_dims)
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:

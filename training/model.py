@@ -40,6 +40,11 @@ class ModelConfig:
     blocks_high: int = 6  # blocks at 60 ms
     expand: int = 2  # pointwise expansion factor
     embed_dim: int = 128
+    # Predictor LSTM width. training/configs/recognizer.yaml sets 128: a step 0.88x the time of 256 (python -m
+    # bench.train_step --widths 5 --precisions bfloat16 --pred-dims 256,128 --batches 20), and a weaker
+    # character language model, which the held-out voices favour (as with train.history_noise). Measured (the
+    # seventh recipe, 55 min each, same data): held-out WER, all five conditions, 36.75% against 38.26%, in
+    # 13,933 steps against 11,965; fit to its own training sentences 17.5% against 15.9%.
     pred_dim: int = 256  # LSTM hidden size
     joint_dim: int = 256
     stack_low: int = 3  # feature frames per low-rate frame
