@@ -196,9 +196,7 @@ def big_list(count: int, seed: int) -> BiasSet:
 class Harkd:
     def __init__(self, model_dir: Path, decode: DecodeConfig) -> None:
         self.recognizer = Recognizer.load(model_dir, threads=1, decode=replace(decode, verify_bias=False))
-        r = self.recognizer
-        verify = replace(decode, verify_bias=True)
-        self.verifying = Recognizer(r.backend, r.tokens, r.frontend, verify, r.card, r.mean_norm)  # the same models
+        self.verifying = self.recognizer.with_decode(replace(decode, verify_bias=True))
 
     def graph(self, doc: BiasSet, boost: float, hold: float) -> BiasGraph:
         return BiasGraph.from_document(doc, self.recognizer.tokens, boost, hold=hold)

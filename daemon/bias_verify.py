@@ -45,7 +45,7 @@ import re
 import threading
 import weakref
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -451,7 +451,8 @@ def transducer_alignments(model: JointModel, enc: FloatArray, sequences: Sequenc
 
 def verify_names(nbest: Sequence[Hypothesis], enc: FloatArray, model: JointModel, tokens: TokenTable,
                  lexicon: BiasLexicon, predictions: dict[tuple[int, ...], Prediction] | None = None, *,
-                 max_distance: float, candidates: int) -> list[Hypothesis] | None:
+                 max_distance: float, candidates: int,
+                 penalty: Callable[[Sequence[int]], float] | None = None) -> list[Hypothesis] | None:
     """The n-best with verified substitutions added and every entry re-scored, best first; None when no
     substitution is verified (the n-best then stands as the search left it).
 
@@ -460,7 +461,9 @@ def verify_names(nbest: Sequence[Hypothesis], enc: FloatArray, model: JointModel
     forward log-likelihood plus the bias graph's bonus for its tokens beats the same sum for the hypothesis
     it was made from (with that hypothesis' own bias). Only then is the rest of the n-best re-scored the same
     way: every entry's acoustic score becomes its forward log-likelihood, its token frames and per-token
-    acoustic scores those of its best alignment; originals keep their bias scores.
+    acoustic scores those of its best alignment; originals keep their bias scores. ``penalty`` (the search's
+    vocabulary penalty for a label sequence, :mod:`daemon.vocabulary`) is taken off every log-likelihood, so
+    the re-scored entries keep the search's preference for known words.
     """
     if not nbest or len(enc) == 0:
         return None
@@ -476,7 +479,11 @@ def verify_names(nbest: Sequence[Hypothesis], enc: FloatArray, model: JointModel
         return None
     bonuses = [lexicon.token_bonuses(i) for i in ids]
     scorer = TransducerScorer(model, enc, predictions)
-    source, *totals = scorer.log_likelihoods([best.tokens, *ids])
+    def charged(ids: Sequence[int]) -> float:
+        return penalty(ids) if penalty is not None else 0.0
+
+    source, *totals = (ll - charged(i) for ll, i in zip(scorer.log_likelihoods([best.tokens, *ids]),
+                                                        [best.tokens, *ids], strict=True))
     winners = [k for k, total in enumerate(totals) if total + sum(bonuses[k]) > source + best.bias_score]
     if not winners:
         return None
@@ -484,11 +491,13 @@ def verify_names(nbest: Sequence[Hypothesis], enc: FloatArray, model: JointModel
     alignments = scorer.alignments([h.tokens for h in nbest] + [ids[k] for k in winners])
     scored: list[Hypothesis] = []
     for hyp, alignment in zip(nbest, alignments, strict=False):
-        scored.append(Hypothesis(hyp.text, hyp.tokens, alignment.frames, alignment.log_likelihood, hyp.bias_score,
+        scored.append(Hypothesis(hyp.text, hyp.tokens, alignment.frames,
+                                 alignment.log_likelihood - charged(hyp.tokens), hyp.bias_score,
                                  alignment.token_scores, hyp.token_bias_scores))
     for k, alignment in zip(winners, alignments[len(nbest) :], strict=True):
-        scored.append(Hypothesis(found[k].text, ids[k], alignment.frames, alignment.log_likelihood,
-                                 sum(bonuses[k]), alignment.token_scores, bonuses[k]))
+        scored.append(Hypothesis(found[k].text, ids[k], alignment.frames,
+                                 alignment.log_likelihood - charged(ids[k]), sum(bonuses[k]),
+                                 alignment.token_scores, bonuses[k]))
     scored.sort(key=lambda h: h.score, reverse=True)
     out: list[Hypothesis] = []
     seen: set[str] = set()

@@ -10,13 +10,15 @@ class Hypothesis:
     text: str  # normalised words separated by single spaces
     tokens: tuple[int, ...]  # token ids (characters)
     token_frames: tuple[int, ...]  # encoder frame at which each token was emitted
-    # Log probability from the model: of the search's path (or of the few it merged), or, once a name
-    # substitution has been verified (daemon.bias_verify), the forward log-likelihood over all alignments.
-    # Within one n-best they are always of the same kind.
+    # Log probability from the model: of the search's path (or of the few it merged) with the search's
+    # penalties for words outside the model's vocabulary (daemon.vocabulary), or, once a name substitution
+    # has been verified (daemon.bias_verify), the forward log-likelihood over all alignments. Within one
+    # n-best they are always of the same kind.
     acoustic_score: float
     bias_score: float  # bonus added by context biasing (0.0 without biasing)
-    # Per label: its log probability when emitted, and the bias bonus it earned (blank probabilities and a
-    # final withdrawal of unfinished bias credit are in the totals only).
+    # Per label: its log probability when emitted (less a vocabulary penalty charged at it), and the bias
+    # bonus it earned (blank probabilities, the penalty for an unfinished last word and a final withdrawal
+    # of unfinished bias credit are in the totals only).
     token_acoustic_scores: tuple[float, ...] = ()
     token_bias_scores: tuple[float, ...] = ()
 

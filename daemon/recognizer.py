@@ -19,6 +19,8 @@ encoder frames for it.
 from __future__ import annotations
 
 import logging
+import threading
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,10 +34,12 @@ from daemon.frontend import FeatureStream, Frontend, FrontendConfig, MeanNormCon
 from daemon.hypothesis import Hypothesis
 from daemon.modelcard import ModelCard, ModelError, load_card
 from daemon.tokens import TokenTable
+from daemon.vocabulary import ROOT, Vocabulary
 
 log = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float32]
+VOCABULARY_FILE = "vocabulary.txt"
 
 
 class TransducerBackend(Protocol):
@@ -94,6 +98,8 @@ class DecodeConfig:
     # +10.8%); 4 nats and 2 nats the same accuracy at +15% and +8.5%. The earlier bound, 4 nats below the
     # beam-th hypothesis, gave the same accuracy at +25%.
     bias_explore_nats: float = 3.0
+    # Charged once per word that leaves the model's vocabulary (daemon.vocabulary), when the model ships one.
+    vocabulary_penalty: float = 2.0
 
 
 @dataclass
@@ -108,6 +114,7 @@ class _Hyp:
     bias_state: BiasState | None = None
     token_acoustic: tuple[float, ...] = ()
     token_bias: tuple[float, ...] = ()
+    word: int = ROOT  # state of the word in progress in the stream's vocabulary
 
     @property
     def score(self) -> float:
@@ -173,6 +180,7 @@ class Recognizer:
         decode: DecodeConfig | None = None,
         card: ModelCard | None = None,
         mean_norm: MeanNormConfig | None = None,
+        vocabulary: Vocabulary | None = None,
     ) -> None:
         self.backend = backend
         self.tokens = tokens
@@ -180,6 +188,7 @@ class Recognizer:
         self.decode = decode or DecodeConfig()
         self.card = card
         self.mean_norm = mean_norm  # streaming mean normalisation of the features, when the model uses it
+        self.vocabulary = vocabulary  # the words of the training text, when the model ships them
 
     @classmethod
     def load(cls, model_dir: Path, threads: int = 1, decode: DecodeConfig | None = None) -> Recognizer:
@@ -190,7 +199,17 @@ class Recognizer:
         backend = TfliteTransducer(model_dir, card, threads)
         tokens = TokenTable.load(model_dir / "tokens.json")
         frontend = Frontend(FrontendConfig.from_dict(card.frontend))
-        return cls(backend, tokens, frontend, decode, card, mean_norm_of(card))
+        vocabulary = None
+        if VOCABULARY_FILE in card.files:
+            try:
+                vocabulary = Vocabulary.load(model_dir / VOCABULARY_FILE, tokens)
+            except ValueError as exc:
+                raise ModelError(str(exc)) from exc
+        return cls(backend, tokens, frontend, decode, card, mean_norm_of(card), vocabulary)
+
+    def with_decode(self, decode: DecodeConfig) -> Recognizer:
+        """The same models (shared, not copied) with other search settings."""
+        return Recognizer(self.backend, self.tokens, self.frontend, decode, self.card, self.mean_norm, self.vocabulary)
 
     @property
     def frame_shift_s(self) -> float:
@@ -223,9 +242,12 @@ class RecognizerStream:
     _lexicon: BiasLexicon | None = field(init=False, default=None)
     _enc_frames: list[FloatArray] = field(init=False, default_factory=list)
     _verified: list[Hypothesis] | None = field(init=False, default=None)
+    _vocabulary: Vocabulary | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         backend = self.recognizer.backend
+        if self.recognizer.decode.vocabulary_penalty > 0:
+            self._vocabulary = vocabulary_with_bias(self.recognizer.vocabulary, self.bias)
         if self.recognizer.decode.verify_bias:
             self._lexicon = lexicon_of(self.bias)
         self._features = self.recognizer.frontend.stream()
@@ -288,9 +310,12 @@ class RecognizerStream:
         beam = self._beam_nbest(cfg.nbest)
         if self._lexicon is None or not self._enc_frames:
             return beam
+        vocab = self._vocabulary
+        penalty = None if vocab is None else (lambda ids: cfg.vocabulary_penalty * vocab.words_outside(ids))
         verified = verify_names(beam, np.concatenate(self._enc_frames), self.recognizer.backend,
                                 self.recognizer.tokens, self._lexicon, self._pred_cache,
-                                max_distance=cfg.verify_max_distance, candidates=cfg.verify_candidates)
+                                max_distance=cfg.verify_max_distance, candidates=cfg.verify_candidates,
+                                penalty=penalty)
         return beam if verified is None else verified
 
     def _beam_nbest(self, n: int) -> list[Hypothesis]:
@@ -305,7 +330,8 @@ class RecognizerStream:
                 continue
             seen.add(text)
             bias = h.bias + (h.bias_state.final_bonus() if final and h.bias_state else 0.0)
-            out.append(Hypothesis(text, h.tokens, h.frames, h.acoustic, bias, h.token_acoustic, h.token_bias))
+            acoustic = h.acoustic - (self._unfinished_penalty(h) if final else 0.0)
+            out.append(Hypothesis(text, h.tokens, h.frames, acoustic, bias, h.token_acoustic, h.token_bias))
             if len(out) == n:
                 break
         return out
@@ -321,9 +347,13 @@ class RecognizerStream:
         return best.frames[-1] if best.frames else None
 
     # -- search --------------------------------------------------------------------------------------
-    @staticmethod
-    def _final_score(h: _Hyp) -> float:
-        return h.score + (h.bias_state.final_bonus() if h.bias_state else 0.0)
+    def _final_score(self, h: _Hyp) -> float:
+        return h.score + (h.bias_state.final_bonus() if h.bias_state else 0.0) - self._unfinished_penalty(h)
+
+    def _unfinished_penalty(self, h: _Hyp) -> float:
+        """The vocabulary penalty for a last word that is only the beginning of known words."""
+        vocab = self._vocabulary
+        return self.recognizer.decode.vocabulary_penalty if vocab is not None and vocab.unfinished(h.word) else 0.0
 
     def _encode_and_search(self, chunk: FloatArray) -> None:
         enc, self._state = self.recognizer.backend.encode(chunk, self._state)
@@ -345,6 +375,7 @@ class RecognizerStream:
         backend = self.recognizer.backend
         table = self.recognizer.tokens
         biased = self.bias is not None
+        vocab = self._vocabulary
         finished: dict[tuple[int, ...], _Hyp] = {}
         frontier = self._hyps
         for symbol in range(cfg.max_symbols + 1):
@@ -355,7 +386,7 @@ class RecognizerStream:
             for i, hyp in enumerate(frontier):
                 _merge(finished, _Hyp(hyp.tokens, hyp.frames, hyp.acoustic + float(logp[i, 0]), hyp.bias,
                                       hyp.pred_out, hyp.h, hyp.c, hyp.bias_state, hyp.token_acoustic,
-                                      hyp.token_bias))
+                                      hyp.token_bias, hyp.word))
                 if symbol == cfg.max_symbols:
                     continue
                 row = logp[i, 1:]
@@ -368,6 +399,8 @@ class RecognizerStream:
                     if k in forbidden:
                         continue
                     lp = float(logp[i, k])
+                    if vocab is not None and vocab.advance(hyp.word, int(k))[1]:
+                        lp -= cfg.vocabulary_penalty
                     candidates.append((hyp.score + lp, hyp, int(k), lp))
             floor = self._beam_floor(finished, lambda h: h.score)
             # With a bias list, part of the beam goes to the labels the model itself prefers: see _unbiased_share.
@@ -409,8 +442,29 @@ class RecognizerStream:
     def _extend(self, hyp: _Hyp, tokens: tuple[int, ...], token: int, lp: float) -> _Hyp:
         out, h, c = self._predicted(tokens, hyp)
         bias_state, bonus = (hyp.bias_state.advance(token) if hyp.bias_state else (None, 0.0))
+        word = self._vocabulary.advance(hyp.word, token)[0] if self._vocabulary is not None else ROOT
         return _Hyp(tokens, (*hyp.frames, self.frames_decoded), hyp.acoustic + lp, hyp.bias + bonus,
-                    out, h, c, bias_state, (*hyp.token_acoustic, lp), (*hyp.token_bias, bonus))
+                    out, h, c, bias_state, (*hyp.token_acoustic, lp), (*hyp.token_bias, bonus), word)
+
+
+# bias list -> (the vocabulary it was added to, the result)
+_with_bias: weakref.WeakKeyDictionary[object, tuple[Vocabulary, Vocabulary]] = weakref.WeakKeyDictionary()
+_with_bias_lock = threading.Lock()
+
+
+def vocabulary_with_bias(vocabulary: Vocabulary | None, bias: BiasState | None) -> Vocabulary | None:
+    """``vocabulary`` with the words of the bias list behind ``bias`` (built once per list)."""
+    lexicon = lexicon_of(bias)
+    if vocabulary is None or lexicon is None or not lexicon.phrases:
+        return vocabulary
+    with _with_bias_lock:
+        cached = _with_bias.get(lexicon)
+    if cached is not None and cached[0] is vocabulary:
+        return cached[1]
+    extended = vocabulary.with_words({w for p in lexicon.phrases for w in p.text.split()})
+    with _with_bias_lock:
+        _with_bias[lexicon] = (vocabulary, extended)
+    return extended
 
 
 def transcribe_samples(recognizer: Recognizer, samples: npt.NDArray[np.int16] | FloatArray,

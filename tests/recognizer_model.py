@@ -29,7 +29,7 @@ _SOURCES = ("training/model.py", "training/export.py", "daemon/tflite.py", "daem
 # model's words: the first names a contact held out of training, the second an appliance seen in training.
 SAMPLE_UTTERANCES = [
     pytest.param(0, id="held-out-name", marks=pytest.mark.xfail(strict=True, reason=(
-        "the shipped recogniser (models/recognizer/README.md: 26% WER on clean held-out voices) does not yet "
+        "the shipped recogniser (models/recognizer/README.md: 25% WER on clean held-out voices) does not yet "
         "recognise the sample's held-out name 'doctor siobhan okafor'; strict, so this fails once it does"))),
     pytest.param(1, id="appliance"),
 ]

@@ -1,4 +1,8 @@
-"""Recipe stages 6-8: export to int8 TFLite with a parity check, evaluation, and the model directory + card."""
+"""Recipe stages 6-8: export to int8 TFLite with a parity check, evaluation, and the model directory + card.
+
+Beside the graphs and the token table, the model ships its vocabulary (``vocabulary.txt``: every word of the
+training text), the spelling prior of the beam search (:mod:`daemon.vocabulary`).
+"""
 
 from __future__ import annotations
 
@@ -17,9 +21,10 @@ from tqdm import tqdm
 
 from daemon.frontend import SAMPLE_RATE, Frontend, FrontendConfig, RunningMeanNorm
 from daemon.modelcard import ModelCard, sha256_file
-from daemon.recognizer import DecodeConfig, Recognizer, mean_norm_of, transcribe_samples
+from daemon.recognizer import VOCABULARY_FILE, DecodeConfig, Recognizer, mean_norm_of, transcribe_samples
 from daemon.tflite import ENCODER_FILE, JOINER_FILE, PREDICTOR_FILE
 from daemon.tflite_transducer import TfliteTransducer
+from daemon.vocabulary import Vocabulary
 from training.features import FeatureShard
 from training.metrics import Scoreboard
 from training.stages import TOKENS, load_speech, read_jsonl
@@ -27,6 +32,7 @@ from training.stages import TOKENS, load_speech, read_jsonl
 log = logging.getLogger(__name__)
 
 GRAPH_FILES = (ENCODER_FILE, PREDICTOR_FILE, JOINER_FILE)
+MODEL_FILES = (*GRAPH_FILES, "tokens.json", VOCABULARY_FILE)
 RECIPE_COMMAND = "python -m training.recipe --config training/configs/{name}.yaml"
 
 
@@ -51,7 +57,7 @@ def _card(ctx: Any, directory: Path, details: dict[str, Any] | None = None) -> M
     from training.train import load_checkpoint
 
     model = load_checkpoint(ctx.work / "checkpoints" / "final.pt")
-    files = {name: sha256_file(directory / name) for name in (*GRAPH_FILES, "tokens.json")}
+    files = {name: sha256_file(directory / name) for name in MODEL_FILES}
     return ModelCard(
         name=f"harkd-{ctx.name}",
         kind="recognizer",
@@ -66,7 +72,13 @@ def _card(ctx: Any, directory: Path, details: dict[str, Any] | None = None) -> M
 def _tflite_recognizer(ctx: Any, directory: Path, threads: int = 1) -> Recognizer:
     card = _card(ctx, directory)
     return Recognizer(TfliteTransducer(directory, card, threads), TOKENS, Frontend(), DecodeConfig(), card,
-                      mean_norm_of(card))
+                      mean_norm_of(card), Vocabulary.load(directory / VOCABULARY_FILE, TOKENS))
+
+
+def write_vocabulary(ctx: Any, directory: Path) -> None:
+    """Every word of the training text, one per line, sorted: the model's vocabulary."""
+    words = {w for row in read_jsonl(ctx.work / "text-train.jsonl") for w in row["text"].split()}
+    (directory / VOCABULARY_FILE).write_text("".join(f"{w}\n" for w in sorted(words)), encoding="utf-8")
 
 
 def _test_rows(ctx: Any, condition: str | None = None) -> list[dict[str, Any]]:
@@ -100,12 +112,14 @@ def export_model(ctx: Any) -> None:
         calibration = [RunningMeanNorm(norm).apply(f) for f in calibration]
     export_tflite(model, calibration, out)
     TOKENS.save(out / "tokens.json")
+    write_vocabulary(ctx, out)
 
     check_parity(ctx, model, out)
 
 
-def _decode_settings(decode: DecodeConfig) -> dict[str, int]:
-    return {"beam": decode.beam, "max_symbols": decode.max_symbols, "expand": decode.expand}
+def _decode_settings(decode: DecodeConfig) -> dict[str, float]:
+    return {"beam": decode.beam, "max_symbols": decode.max_symbols, "expand": decode.expand,
+            "vocabulary_penalty": decode.vocabulary_penalty}
 
 
 def check_parity(ctx: Any, model: Any, out: Path) -> dict[str, Any]:
@@ -113,8 +127,9 @@ def check_parity(ctx: Any, model: Any, out: Path) -> dict[str, Any]:
     held-out utterances; writes ``out/parity.json`` and fails if int8 loses more than 5 WER points."""
     from training.torch_backend import TorchTransducer
 
-    float_rec = Recognizer(TorchTransducer(model), TOKENS, Frontend(), mean_norm=model.mean_norm())
     int8_rec = _tflite_recognizer(ctx, out)
+    float_rec = Recognizer(TorchTransducer(model), TOKENS, Frontend(), mean_norm=model.mean_norm(),
+                           vocabulary=int8_rec.vocabulary)
     boards = {"float": Scoreboard(), "int8": Scoreboard()}
     same = 0
     rows = _test_rows(ctx, "clean")[:60]
@@ -212,7 +227,7 @@ def package_model(ctx: Any) -> None:
     dst = ctx.work / "package"
     shutil.rmtree(dst, ignore_errors=True)
     dst.mkdir()
-    for name in (*GRAPH_FILES, "tokens.json"):
+    for name in MODEL_FILES:
         shutil.copy2(src / name, dst / name)
     metrics = json.loads((ctx.work / "metrics.json").read_text())
     train_rows = read_jsonl(ctx.work / "speech-train" / "clean.jsonl")
@@ -246,7 +261,6 @@ def package_model(ctx: Any) -> None:
             **metrics,
         },
     }
-    TOKENS.save(dst / "tokens.json")
     card = _card(ctx, dst, details)
     card.save(dst)
     (dst / "README.md").write_text(render_card(card), encoding="utf-8")
@@ -278,7 +292,9 @@ def render_card(card: ModelCard) -> str:
     decode = ev.get("decode", {})
     if decode:
         lines.append(f"- Decoding for every figure here: beam {decode['beam']}, at most {decode['max_symbols']} "
-                     f"labels per encoder frame, {decode['expand']} labels tried per hypothesis and step")
+                     f"labels per encoder frame, {decode['expand']} labels tried per hypothesis and step"
+                     + (f", {decode['vocabulary_penalty']:g} nats per word outside `{VOCABULARY_FILE}` (the words of "
+                        "the training text)" if decode.get("vocabulary_penalty") else ""))
     fit = ev.get("training_fit", {})
     if fit:
         lines.append(

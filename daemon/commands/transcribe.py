@@ -36,6 +36,9 @@ def register(sub: Any) -> None:
     parser.add_argument("--beam", type=int, default=DecodeConfig.beam, help="beam size (default %(default)s)")
     parser.add_argument("--nbest", type=int, default=DecodeConfig.nbest,
                         help="hypotheses reported (default %(default)s)")
+    parser.add_argument("--vocabulary-penalty", type=float, default=DecodeConfig.vocabulary_penalty, metavar="NATS",
+                        help="charged once per word outside the model's vocabulary, the words it was trained on "
+                             "and the bias list's (default %(default)s; 0 turns it off)")
     parser.add_argument("--bias", type=Path, default=None, metavar="FILE",
                         help='bias list document, JSON or YAML: {"contacts": [...], "appliances": [...]}, each '
                              'entry a name or {"name": ..., "boost": ...}; the same document as bias/set')
@@ -81,10 +84,15 @@ def run(args: argparse.Namespace) -> int:
         except BiasFileError as exc:
             print(f"harkd transcribe: {exc}", file=sys.stderr)
             return 2
+    if not 0.0 <= args.vocabulary_penalty <= 20.0:
+        print(f"harkd transcribe: --vocabulary-penalty must be between 0 and 20, not {args.vocabulary_penalty:g}",
+              file=sys.stderr)
+        return 2
     try:
         recognizer = Recognizer.load(model_dir, threads=args.threads,
                                      decode=DecodeConfig(beam=args.beam, nbest=args.nbest,
-                                                         verify_bias=args.verify_bias))
+                                                         verify_bias=args.verify_bias,
+                                                         vocabulary_penalty=args.vocabulary_penalty))
     except ModelError as exc:
         print(f"harkd transcribe: {exc}", file=sys.stderr)
         return 2

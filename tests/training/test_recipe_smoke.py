@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from daemon.recognizer import Recognizer
+
 pytest.importorskip("torch", reason="training extra (torch) not installed")
 if shutil.which("espeak-ng") is None:
     pytest.skip("espeak-ng not installed (packaging/install-system-deps.sh installs it)", allow_module_level=True)
@@ -36,7 +38,14 @@ def smoke_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_package_has_card_metrics_and_sparse_int8_graphs(smoke_model: Path) -> None:
     card = yaml.safe_load((smoke_model / "package" / "card.yaml").read_text())
-    assert set(card["files"]) == {"encoder.tflite", "predictor.tflite", "joiner.tflite", "tokens.json"}
+    assert set(card["files"]) == {"encoder.tflite", "predictor.tflite", "joiner.tflite", "tokens.json",
+                                  "vocabulary.txt"}
+    # The vocabulary is every word of the training text, and the runtime loads it with the model.
+    train_words = {w for line in (smoke_model / "text-train.jsonl").read_text().splitlines()
+                   for w in json.loads(line)["text"].split()}
+    assert (smoke_model / "package" / "vocabulary.txt").read_text().split() == sorted(train_words)
+    vocabulary = Recognizer.load(smoke_model / "package").vocabulary
+    assert vocabulary is not None and len(vocabulary) == len(train_words)
     evaluation = card["evaluation"]
     assert evaluation["zero_fraction"] >= 0.5
     assert evaluation["scores"]["condition"]["clean"]["utterances"] > 0
