@@ -111,6 +111,8 @@ class RecognizerConfig:
     model_dir: Path | None = None  # explicit model directory (graphs, tokens, card); None: from ``model``
     threads: int = _spec(2, lo=1, hi=16, unit="threads")  # TFLite threads for the encoder
     beam_size: int = _spec(4, lo=1, hi=32, unit="hypotheses")  # beam search width
+    vocabulary_penalty: float = _spec(2.0, lo=0.0, hi=20.0, unit="nats")  # charged once per word outside the
+    # model's vocabulary and the bias list (daemon.vocabulary); 0 turns it off
     max_utterance_s: float = _spec(10.0, lo=1.0, hi=60.0, unit="seconds")  # an utterance is cut here
 
     @property

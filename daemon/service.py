@@ -133,7 +133,8 @@ class Service:
         try:
             recognizer = Recognizer.load(model_dir, threads=config.recognizer.threads,
                                          decode=DecodeConfig(beam=config.recognizer.beam_size,
-                                                             verify_bias=config.bias.verify))
+                                                             verify_bias=config.bias.verify,
+                                                             vocabulary_penalty=config.recognizer.vocabulary_penalty))
         except (ModelError, ValueError, OSError) as exc:
             raise StartupError(f"recogniser model: {exc} (set recognizer.model_dir, or install the model "
                                f"as {model_dir})") from exc
