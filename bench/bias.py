@@ -411,6 +411,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--explore-nats", type=float, default=DecodeConfig.bias_explore_nats,
                         help="with a list, how far below the beam's acoustic floor the model's own choices are "
                              "explored (default %(default)s; inf: no limit)")
+    parser.add_argument("--vocabulary-penalty", type=float, default=DecodeConfig.vocabulary_penalty,
+                        help="nats per word outside the model's vocabulary and the list (default %(default)s; 0: off)")
     parser.add_argument("--verify", choices=("off", "on", "both"), default="both",
                         help="verified name substitution after the search (daemon.bias_verify): without, with, or "
                              "both in the same run")
@@ -457,7 +459,8 @@ def main(argv: list[str] | None = None) -> int:
     verify = {"off": (False,), "on": (True,), "both": (False, True)}[args.verify]
     report = run(rows, engines, model_dir, boosts, args.household, args.fill, args.distractors, args.timing_list,
                  DecodeConfig(beam=args.beam, bias_explore_nats=args.explore_nats,
-                              verify_max_distance=args.verify_distance, verify_candidates=args.verify_candidates),
+                              verify_max_distance=args.verify_distance, verify_candidates=args.verify_candidates,
+                              vocabulary_penalty=args.vocabulary_penalty),
                  args.seed, verify)
     report["manifest"] = str(manifest)
     if args.include is not None:

@@ -6,7 +6,9 @@ encoder frame. The beam search is the standard transducer search limited to ``ma
 frame: hypotheses that emit blank move on to the next frame; those that emit a label are extended (the
 predictor runs once per new prefix and its output is cached) and may emit again in the same frame. Labels
 the token table's spelling rule forbids (:meth:`TokenTable.forbidden_after`: an apostrophe only inside a
-word) are never expanded.
+word) are never expanded. When the model ships its vocabulary (the words of its training text, plus those
+of the stream's bias list: :mod:`daemon.vocabulary`), each word that leaves it costs
+``DecodeConfig.vocabulary_penalty``, part of the hypothesis' acoustic (model) score.
 Identical label sequences reached along different paths are merged by adding their probabilities.
 Candidates that already score below the ``beam``-th finished hypothesis of the frame are dropped: emitting
 more labels can only lower a score, so they could never enter the beam.
