@@ -68,6 +68,7 @@ __all__ = [
     "edit_distance",
     "lexicon_of",
     "name_index",
+    "no_penalty",
     "phonetic_key",
     "transducer_alignments",
     "verify_names",
@@ -449,10 +450,15 @@ def transducer_alignments(model: JointModel, enc: FloatArray, sequences: Sequenc
 # --------------------------------------------------------------------------------------------- together
 
 
+def no_penalty(labels: Sequence[int]) -> float:
+    """The search's penalty for a label sequence when it has none (no vocabulary)."""
+    return 0.0
+
+
 def verify_names(nbest: Sequence[Hypothesis], enc: FloatArray, model: JointModel, tokens: TokenTable,
                  lexicon: BiasLexicon, predictions: dict[tuple[int, ...], Prediction] | None = None, *,
                  max_distance: float, candidates: int,
-                 penalty: Callable[[Sequence[int]], float] | None = None) -> list[Hypothesis] | None:
+                 penalty: Callable[[Sequence[int]], float] = no_penalty) -> list[Hypothesis] | None:
     """The n-best with verified substitutions added and every entry re-scored, best first; None when no
     substitution is verified (the n-best then stands as the search left it).
 
@@ -479,11 +485,8 @@ def verify_names(nbest: Sequence[Hypothesis], enc: FloatArray, model: JointModel
         return None
     bonuses = [lexicon.token_bonuses(i) for i in ids]
     scorer = TransducerScorer(model, enc, predictions)
-    def charged(ids: Sequence[int]) -> float:
-        return penalty(ids) if penalty is not None else 0.0
-
-    source, *totals = (ll - charged(i) for ll, i in zip(scorer.log_likelihoods([best.tokens, *ids]),
-                                                        [best.tokens, *ids], strict=True))
+    sequences = [best.tokens, *ids]
+    source, *totals = (ll - penalty(s) for ll, s in zip(scorer.log_likelihoods(sequences), sequences, strict=True))
     winners = [k for k, total in enumerate(totals) if total + sum(bonuses[k]) > source + best.bias_score]
     if not winners:
         return None
@@ -492,11 +495,11 @@ def verify_names(nbest: Sequence[Hypothesis], enc: FloatArray, model: JointModel
     scored: list[Hypothesis] = []
     for hyp, alignment in zip(nbest, alignments, strict=False):
         scored.append(Hypothesis(hyp.text, hyp.tokens, alignment.frames,
-                                 alignment.log_likelihood - charged(hyp.tokens), hyp.bias_score,
+                                 alignment.log_likelihood - penalty(hyp.tokens), hyp.bias_score,
                                  alignment.token_scores, hyp.token_bias_scores))
     for k, alignment in zip(winners, alignments[len(nbest) :], strict=True):
         scored.append(Hypothesis(found[k].text, ids[k], alignment.frames,
-                                 alignment.log_likelihood - charged(ids[k]), sum(bonuses[k]),
+                                 alignment.log_likelihood - penalty(ids[k]), sum(bonuses[k]),
                                  alignment.token_scores, bonuses[k]))
     scored.sort(key=lambda h: h.score, reverse=True)
     out: list[Hypothesis] = []

@@ -31,7 +31,7 @@ from typing import Protocol, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from daemon.bias_verify import BiasLexicon, lexicon_of, verify_names
+from daemon.bias_verify import BiasLexicon, lexicon_of, no_penalty, verify_names
 from daemon.frontend import FeatureStream, Frontend, FrontendConfig, MeanNormConfig, RunningMeanNorm
 from daemon.hypothesis import Hypothesis
 from daemon.modelcard import ModelCard, ModelError, load_card
@@ -313,7 +313,7 @@ class RecognizerStream:
         if self._lexicon is None or not self._enc_frames:
             return beam
         vocab = self._vocabulary
-        penalty = None if vocab is None else (lambda ids: cfg.vocabulary_penalty * vocab.words_outside(ids))
+        penalty = no_penalty if vocab is None else (lambda ids: cfg.vocabulary_penalty * vocab.words_outside(ids))
         verified = verify_names(beam, np.concatenate(self._enc_frames), self.recognizer.backend,
                                 self.recognizer.tokens, self._lexicon, self._pred_cache,
                                 max_distance=cfg.verify_max_distance, candidates=cfg.verify_candidates,
@@ -384,7 +384,8 @@ class RecognizerStream:
             if not frontier:
                 break
             logp = _log_softmax(backend.join(enc, np.stack([h.pred_out for h in frontier])))
-            candidates: list[tuple[float, _Hyp, int, float]] = []
+            # (score, parent, label, its log probability less any vocabulary penalty, the vocabulary state after it)
+            candidates: list[tuple[float, _Hyp, int, float, int]] = []
             for i, hyp in enumerate(frontier):
                 _merge(finished, _Hyp(hyp.tokens, hyp.frames, hyp.acoustic + float(logp[i, 0]), hyp.bias,
                                       hyp.pred_out, hyp.h, hyp.c, hyp.bias_state, hyp.token_acoustic,
@@ -401,9 +402,11 @@ class RecognizerStream:
                     if k in forbidden:
                         continue
                     lp = float(logp[i, k])
-                    if vocab is not None and vocab.advance(hyp.word, int(k))[1]:
-                        lp -= cfg.vocabulary_penalty
-                    candidates.append((hyp.score + lp, hyp, int(k), lp))
+                    word = ROOT
+                    if vocab is not None:
+                        word, left = vocab.advance(hyp.word, int(k))
+                        lp -= cfg.vocabulary_penalty if left else 0.0
+                    candidates.append((hyp.score + lp, hyp, int(k), lp, word))
             floor = self._beam_floor(finished, lambda h: h.score)
             # With a bias list, part of the beam goes to the labels the model itself prefers: see _unbiased_share.
             explore = floor
@@ -412,20 +415,20 @@ class RecognizerStream:
                 explore -= cfg.bias_explore_nats
             reserved = _unbiased_share(candidates, cfg.beam, lambda c: c[1].acoustic + c[3], biased, explore)
             extended: dict[tuple[int, ...], _Hyp] = {}
-            for _, hyp, k, lp in reserved:
+            for _, hyp, k, lp, word in reserved:
                 tokens = (*hyp.tokens, k)
-                extended[tokens] = self._extend(hyp, tokens, k, lp)
+                extended[tokens] = self._extend(hyp, tokens, k, lp, word)
             taken = {id(c) for c in reserved}
             candidates = [c for c in candidates if c[0] > floor and id(c) not in taken]
             candidates.sort(key=lambda c: c[0], reverse=True)
-            for _, hyp, k, lp in candidates:
+            for _, hyp, k, lp, word in candidates:
                 if len(extended) >= cfg.beam:
                     break
                 tokens = (*hyp.tokens, k)
                 if tokens in extended:
-                    _merge(extended, self._extend(hyp, tokens, k, lp))
+                    _merge(extended, self._extend(hyp, tokens, k, lp, word))
                     continue
-                extended[tokens] = self._extend(hyp, tokens, k, lp)
+                extended[tokens] = self._extend(hyp, tokens, k, lp, word)
             frontier = list(extended.values())
         kept = _unbiased_share(list(finished.values()), cfg.beam, lambda h: h.acoustic, biased)
         taken = {id(h) for h in kept}
@@ -441,10 +444,9 @@ class RecognizerStream:
             return float("-inf")
         return sorted((score(h) for h in finished.values()), reverse=True)[beam - 1]
 
-    def _extend(self, hyp: _Hyp, tokens: tuple[int, ...], token: int, lp: float) -> _Hyp:
+    def _extend(self, hyp: _Hyp, tokens: tuple[int, ...], token: int, lp: float, word: int) -> _Hyp:
         out, h, c = self._predicted(tokens, hyp)
         bias_state, bonus = (hyp.bias_state.advance(token) if hyp.bias_state else (None, 0.0))
-        word = self._vocabulary.advance(hyp.word, token)[0] if self._vocabulary is not None else ROOT
         return _Hyp(tokens, (*hyp.frames, self.frames_decoded), hyp.acoustic + lp, hyp.bias + bonus,
                     out, h, c, bias_state, (*hyp.token_acoustic, lp), (*hyp.token_bias, bonus), word)
 

@@ -34,12 +34,12 @@ class Vocabulary:
         self.tokens = tokens
         self._space = tokens.space_id
         self._index = {t: i for i, t in enumerate(tokens.tokens)}
-        for word in (words := sorted(set(words))):
-            bad = [c for c in word if c not in self._index or c == " "]
-            if bad or not word:
+        self._words = tuple(sorted(set(words)))
+        for word in self._words:
+            if not self._spellable(word):
+                bad = [c for c in word if c not in self._index or c == " "]
                 raise ValueError(f"the word {word!r} has a character the token table lacks: {bad[0]!r}"
                                  if bad else "an empty word")
-        self._words = tuple(words)
         self._build()
 
     @classmethod
@@ -57,8 +57,11 @@ class Vocabulary:
     def with_words(self, words: Iterable[str]) -> Vocabulary:
         """A new vocabulary with ``words`` added (a stream's bias list); words the token table cannot spell
         are skipped."""
-        spellable = [w for w in words if w and all(c in self._index and c != " " for c in w)]
-        return Vocabulary((*self._words, *spellable), self.tokens)
+        return Vocabulary((*self._words, *filter(self._spellable, words)), self.tokens)
+
+    def _spellable(self, word: str) -> bool:
+        """Whether ``word`` is one word the token table can spell."""
+        return bool(word) and all(c != " " and c in self._index for c in word)
 
     def _build(self) -> None:
         """The flat breadth-first trie, level by level: the nodes of depth d are the distinct d-letter
@@ -105,6 +108,6 @@ class Vocabulary:
         return count + self.unfinished(state)
 
     def __contains__(self, word: object) -> bool:
-        if not isinstance(word, str) or not word or any(c == " " or c not in self._index for c in word):
+        if not isinstance(word, str) or not self._spellable(word):
             return False
         return self.words_outside(self._index[c] for c in word) == 0
