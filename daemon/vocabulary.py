@@ -10,8 +10,9 @@ model hears clearly is still spelled, whatever it is.
 A state is an int: a node of the trie of the words' labels (:data:`ROOT` at a word start) or :data:`OFF`
 once the word in progress has left the vocabulary. The trie is stored flat, in breadth-first order: the
 children of node ``n`` are the nodes ``p + 1`` for the positions ``p`` from ``offsets[n]`` to
-``offsets[n + 1]`` of one string of their labels, so a step is one ``str.find`` and twelve thousand words
-take a few hundred kilobytes (a dict per node took 9 MB of the daemon's memory).
+``offsets[n + 1]`` of one string of their labels, so a step is one ``str.find``. For the shipped 12,527
+words the trie takes 0.23 MB and the word list kept for :meth:`with_words` 0.8 MB (a dict per node took
+8.6 MB).
 """
 
 from __future__ import annotations
