@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import soundfile as sf
@@ -39,6 +39,8 @@ from daemon.paths import default_model_dir
 from daemon.recognizer import DecodeConfig, Recognizer, transcribe_samples
 from daemon.textnorm import normalize
 from training.metrics import Scoreboard
+
+Number = TypeVar("Number", int, float)
 
 Decoder = Callable[[np.ndarray], str]
 
@@ -156,6 +158,21 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def number_list(kind: Callable[[str], Number], minimum: float, what: str) -> Callable[[str], list[Number]]:
+    """An argparse type: comma-separated numbers of ``kind``, none below ``minimum``."""
+
+    def parse(text: str) -> list[Number]:
+        try:
+            values = [kind(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            values = []
+        if not values or min(values) < minimum:
+            raise argparse.ArgumentTypeError(f"wants {what}, got {text!r}")
+        return values
+
+    return parse
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.recognizer", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -163,9 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=None, help="harkd model directory (default: shipped)")
     parser.add_argument("--limit", type=int, default=100, help="utterances per condition (default 100)")
     parser.add_argument("--engines", default="harkd,whisper,pocketsphinx")
-    parser.add_argument("--beams", default=str(DecodeConfig.beam),
+    parser.add_argument("--beams", default=str(DecodeConfig.beam), type=number_list(int, 1, "positive whole numbers"),
                         help="harkd's beam size, or several (e.g. 2,4,8: one engine each; default %(default)s)")
     parser.add_argument("--vocabulary-penalties", default=f"{DecodeConfig.vocabulary_penalty:g}",
+                        type=number_list(float, 0, "numbers >= 0"),
                         help="nats per word outside the model's vocabulary, or several (0,2: one engine each; "
                              "0 turns the vocabulary off; default %(default)s)")
     parser.add_argument("--synth", type=int, default=0, metavar="N",
@@ -182,21 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.manifest} not found: run the recipe's stages 1-3 first", file=sys.stderr)
         return 2
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    try:
-        beams = [int(b) for b in args.beams.split(",") if b.strip()]
-    except ValueError:
-        beams = []
-    if not beams or min(beams) < 1:
-        print(f"error: --beams wants positive whole numbers, got {args.beams!r}", file=sys.stderr)
-        return 2
-    try:
-        penalties = [float(v) for v in args.vocabulary_penalties.split(",") if v.strip()]
-    except ValueError:
-        penalties = []
-    if not penalties or min(penalties) < 0:
-        print(f"error: --vocabulary-penalties wants numbers >= 0, got {args.vocabulary_penalties!r}",
-              file=sys.stderr)
-        return 2
+    beams, penalties = args.beams, args.vocabulary_penalties
     model_dir = args.model or default_model_dir("recognizer")
     others: dict[str, Callable[[], Decoder]] = {"whisper": whisper_engine, "pocketsphinx": pocketsphinx_engine}
     factories: dict[str, Callable[[], Decoder]] = {}

@@ -42,8 +42,6 @@ from __future__ import annotations
 import functools
 import logging
 import re
-import threading
-import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -54,6 +52,7 @@ import numpy.typing as npt
 
 from daemon.hypothesis import Hypothesis
 from daemon.tokens import TokenTable
+from daemon.weakcache import WeakCache
 
 log = logging.getLogger(__name__)
 
@@ -295,23 +294,12 @@ def lexicon_of(bias_state: object) -> BiasLexicon | None:
     return graph if isinstance(graph, BiasLexicon) else None
 
 
-_indexes: weakref.WeakKeyDictionary[object, NameIndex] = weakref.WeakKeyDictionary()
-_indexes_lock = threading.Lock()
+_indexes: WeakCache[NameIndex] = WeakCache()
 
 
 def name_index(lexicon: BiasLexicon) -> NameIndex:
     """The :class:`NameIndex` of ``lexicon``'s phrases, built once per lexicon object."""
-    with _indexes_lock:
-        try:
-            cached = _indexes.get(lexicon)
-        except TypeError:  # not weakly referable: build every time
-            return NameIndex(p.text for p in lexicon.phrases)
-    if cached is not None:
-        return cached
-    index = NameIndex(p.text for p in lexicon.phrases)
-    with _indexes_lock:
-        _indexes[lexicon] = index
-    return index
+    return _indexes.get(lexicon, lambda: NameIndex(p.text for p in lexicon.phrases))
 
 
 # --------------------------------------------------------------------------------------------- the forward

@@ -21,8 +21,6 @@ encoder frames for it.
 from __future__ import annotations
 
 import logging
-import threading
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -451,24 +449,12 @@ class RecognizerStream:
                     out, h, c, bias_state, (*hyp.token_acoustic, lp), (*hyp.token_bias, bonus), word)
 
 
-# bias list -> (the vocabulary it was added to, the result)
-_with_bias: weakref.WeakKeyDictionary[object, tuple[Vocabulary, Vocabulary]] = weakref.WeakKeyDictionary()
-_with_bias_lock = threading.Lock()
-
-
 def vocabulary_with_bias(vocabulary: Vocabulary | None, bias: BiasState | None) -> Vocabulary | None:
     """``vocabulary`` with the words of the bias list behind ``bias`` (built once per list)."""
     lexicon = lexicon_of(bias)
     if vocabulary is None or lexicon is None or not lexicon.phrases:
         return vocabulary
-    with _with_bias_lock:
-        cached = _with_bias.get(lexicon)
-    if cached is not None and cached[0] is vocabulary:
-        return cached[1]
-    extended = vocabulary.with_words({w for p in lexicon.phrases for w in p.text.split()})
-    with _with_bias_lock:
-        _with_bias[lexicon] = (vocabulary, extended)
-    return extended
+    return vocabulary.with_words_of(lexicon, lambda: {w for p in lexicon.phrases for w in p.text.split()})
 
 
 def transcribe_samples(recognizer: Recognizer, samples: npt.NDArray[np.int16] | FloatArray,

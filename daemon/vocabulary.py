@@ -19,10 +19,11 @@ from __future__ import annotations
 
 from array import array
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from daemon.tokens import TokenTable
+from daemon.weakcache import WeakCache
 
 ROOT = 0
 OFF = -1
@@ -36,6 +37,7 @@ class Vocabulary:
         self._space = tokens.space_id
         self._index = {t: i for i, t in enumerate(tokens.tokens)}
         self._words = tuple(sorted(set(words)))
+        self._extended: WeakCache[Vocabulary] = WeakCache()
         for word in self._words:
             if not self._spellable(word):
                 bad = [c for c in word if c not in self._index or c == " "]
@@ -59,6 +61,10 @@ class Vocabulary:
         """A new vocabulary with ``words`` added (a stream's bias list); words the token table cannot spell
         are skipped."""
         return Vocabulary((*self._words, *filter(self._spellable, words)), self.tokens)
+
+    def with_words_of(self, owner: object, words: Callable[[], Iterable[str]]) -> Vocabulary:
+        """:meth:`with_words` of ``words()``, built once per ``owner`` (a bias list) while it lives."""
+        return self._extended.get(owner, lambda: self.with_words(words()))
 
     def _spellable(self, word: str) -> bool:
         """Whether ``word`` is one word the token table can spell."""
