@@ -37,7 +37,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -105,12 +105,39 @@ def synthesise(count: int, seed: int, out_dir: Path, tts: Sequence[str] = (), te
     """``count`` held-out sentences read by held-out voices; returns a manifest. ``seed`` chooses the voice split,
     ``text_seed`` other sentences for the same held-out voices (a development set). Resumable: sentences already
     synthesised (listed in the partial manifest) are kept."""
-    from training import text_corpus, voices
+    from training import text_corpus
 
     tag = f"{count}-{seed}" + (f"-text{text_seed}" if text_seed else "") + ("-" + "-".join(sorted(tts)) if tts else "")
-    manifest = out_dir / f"manifest-{tag}.jsonl"
+    sentences = ((u.text, [e.to_dict() for e in u.entities])
+                 for u in text_corpus.generate(count, "test", seed + 1000 + 7919 * text_seed))
+    return _read_aloud(sentences, count, out_dir / f"manifest-{tag}.jsonl", seed,
+                       seed if not text_seed else f"{seed}-{text_seed}", tts)
+
+
+def synthesise_texts(texts: Path, seed: int, out_dir: Path, tts: Sequence[str] = ()) -> Path:
+    """The sentences of the file ``texts`` (one per line, ``#`` comments) read by held-out voices, as
+    :func:`synthesise` does; their names are not marked, so they count for WER only."""
+    try:
+        lines = [line.strip() for line in texts.read_text(encoding="utf-8").splitlines()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SystemExit(f"error: {texts}: cannot read the sentences: {exc}") from None
+    sentences = [normalize(line) for line in lines if line and not line.startswith("#")]
+    if not any(sentences):
+        raise SystemExit(f"error: {texts}: no sentences")
+    tag = f"{texts.stem}-{seed}" + ("-" + "-".join(sorted(tts)) if tts else "")
+    return _read_aloud(((t, []) for t in sentences if t), len(sentences), out_dir / f"manifest-{tag}.jsonl", seed,
+                       f"{seed}-{texts.stem}", tts)
+
+
+def _read_aloud(sentences: Iterable[tuple[str, list[dict[str, Any]]]], count: int, manifest: Path, seed: int,
+                voice_seed: int | str, tts: Sequence[str]) -> Path:
+    """Each ``(text, entities)`` read by a held-out voice (of the split ``seed``) at a random speed and pitch,
+    written under ``manifest``'s folder; resumable."""
+    from training import voices
+
     if manifest.is_file():
         return manifest
+    out_dir = manifest.parent
     partial = manifest.with_suffix(".partial")
     done = {json.loads(line)["id"] for line in partial.read_text().splitlines() if line.strip()} \
         if partial.is_file() else set()
@@ -118,21 +145,21 @@ def synthesise(count: int, seed: int, out_dir: Path, tts: Sequence[str] = (), te
     if not held_out:
         raise SystemExit(f"no held-out voices of {list(tts) or 'any engine'}: install the TTS engines "
                          "(training/setup_system.sh)")
-    rng = random.Random(seed if not text_seed else f"{seed}-{text_seed}")
+    rng = random.Random(voice_seed)
     (out_dir / "clean").mkdir(parents=True, exist_ok=True)
     with partial.open("a") as out:
-        for i, utt in enumerate(text_corpus.generate(count, "test", seed + 1000 + 7919 * text_seed)):
+        for i, (text, entities) in enumerate(sentences):
             voice, speed, pitch = rng.choice(held_out), rng.uniform(0.9, 1.15), rng.uniform(0.9, 1.1)
             path = out_dir / "clean" / f"{manifest.stem}-{i:05d}.wav"
             if path.stem in done:
                 continue
             try:
-                audio = voices.synthesize(voice, utt.text, speed, pitch)
+                audio = voices.synthesize(voice, text, speed, pitch)
             except Exception as exc:  # one voice failing on one sentence is skipped and reported
                 print(f"synthesis failed ({voice}): {exc}", file=sys.stderr)
                 continue
             sf.write(path, audio, SAMPLE_RATE, subtype="PCM_16")
-            row = {"id": path.stem, "text": utt.text, "entities": [e.to_dict() for e in utt.entities],
+            row = {"id": path.stem, "text": text, "entities": entities,
                    "path": str(path.resolve()), "condition": "clean", "voice": str(voice), "engine": voice.engine,
                    "cohort": voice.cohort}  # bench.recognizer reads the same manifest
             out.write(json.dumps(row) + "\n")

@@ -1,13 +1,16 @@
 """Recogniser benchmark: harkd's int8 RNN-T beside Whisper tiny.en and PocketSphinx 5 on the same audio.
 
-    python -m bench.recognizer [--manifest work/recognizer/speech-test/manifest.jsonl | --synth N [--tts kokoro]]
+    python -m bench.recognizer [--manifest work/recognizer/speech-test/manifest.jsonl | --synth N [--tts kokoro]
+                                | --texts bench/texts/outside-templates.txt]
                                [--limit 100] [--engines harkd,whisper,pocketsphinx] [--beams 2,4,8]
                                [--vocabulary-penalties 0,2] [--json out.json]
 
 The audio is the recipe's held-out test set: sentences with held-out names and appliances, read by
 held-out voices, in each test condition (clean, music and noise at 10 dB SNR, media echo, reverberation);
 or, with ``--synth N``, N held-out sentences read clean by the held-out voices of the installed engines (or of
-the ``--tts`` engines only: ``--tts kokoro`` for the neural voices most like a person's).
+the ``--tts`` engines only: ``--tts kokoro`` for the neural voices most like a person's); or, with ``--texts FILE``,
+the sentences of FILE read the same way (``bench/texts/outside-templates.txt``: 60 commands written by hand
+outside the recipe's templates, to see what fitting the templates costs people who phrase things otherwise).
 Every engine's output goes through harkd's text normaliser before scoring, so "Dr." and "doctor" agree.
 Each engine runs on one thread; the real-time factor is CPU seconds of the decoding process over seconds
 of audio, median over utterances and in total (the machines are shared and noisy: compare engines within
@@ -189,13 +192,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--synth", type=int, default=0, metavar="N",
                         help="instead of the recipe's test set: N held-out sentences read by held-out voices, clean "
                              "(synthesised once and kept under work/bench-bias/, as bench.bias --synth does)")
-    parser.add_argument("--tts", default="", help="with --synth: only these TTS engines (e.g. kokoro)")
+    parser.add_argument("--texts", type=Path, default=None, metavar="FILE",
+                        help="instead of the recipe's test set: the sentences of FILE (one per line) read clean by "
+                             "held-out voices, e.g. bench/texts/outside-templates.txt (kept under work/bench-bias/)")
+    parser.add_argument("--tts", default="", help="with --synth or --texts: only these TTS engines (e.g. kokoro)")
     parser.add_argument("--json", type=Path, default=None, help="also write the full report here")
     args = parser.parse_args(argv)
-    if args.synth > 0:
-        from bench.bias import SYNTH_DIR, synthesise
+    tts = [t.strip() for t in args.tts.split(",") if t.strip()]
+    if args.synth > 0 or args.texts:
+        from bench.bias import SYNTH_DIR, synthesise, synthesise_texts
 
-        args.manifest = synthesise(args.synth, 0, SYNTH_DIR, [t.strip() for t in args.tts.split(",") if t.strip()])
+        args.manifest = (synthesise_texts(args.texts, 0, SYNTH_DIR, tts) if args.texts
+                         else synthesise(args.synth, 0, SYNTH_DIR, tts))
     if not args.manifest.is_file():
         print(f"error: {args.manifest} not found: run the recipe's stages 1-3 first", file=sys.stderr)
         return 2
