@@ -19,11 +19,13 @@ How the graph scores (natural-log units, "nats"):
   and the boundary. A name is complete when followed by a space or by the end of the hypothesis.
 * While a name is being matched, each token earns only the share ``hold`` of that (default
   :data:`DEFAULT_HOLD`; a token shared by several names earns the largest of their boosts): enough to keep
-  the name in the beam; the rest comes when the name completes. That provisional credit is withdrawn (a
-  negative bonus) as soon as the hypothesis leaves the partial match, and by :meth:`final_bonus` when the
-  hypothesis ends inside one: no unearned credit. (With a 300-name list, giving the whole credit while
-  matching raised the WER of utterances that name nobody by 4 to 6 points on the benchmark; a quarter
-  of it, not measurably, for most of the gain in names: ``bench/bias.py``.)
+  the name in the beam; the rest comes when the name completes. A name's first :data:`UNHELD_TOKENS`
+  tokens earn nothing while matching (their completion still pays them). That provisional credit is
+  withdrawn (a negative bonus) as soon as the hypothesis leaves the partial match, and by
+  :meth:`final_bonus` when the hypothesis ends inside one: no unearned credit. (With a 300-name list,
+  giving the whole credit while matching raised the WER of utterances that name nobody by 4 to 6 points
+  on the benchmark; a quarter of it, 0 to 1 point; a quarter from the third token on, at most 0.4 on four
+  sets of held-out voices, for most of the gain in names: ``bench/bias.py``, figures in the README.)
 * A name that is the start of a longer one ("ana", "ana lucia") keeps its credit when it completes, and the
   longer one then earns only its remaining tokens: nothing is counted twice.
 
@@ -60,6 +62,7 @@ __all__ = [
     "BIAS_STATE_FILE",
     "DEFAULT_BOOST",
     "MAX_BIAS_FILE_BYTES",
+    "UNHELD_TOKENS",
     "BiasFileError",
     "BiasGraph",
     "BiasGraphCache",
@@ -73,6 +76,9 @@ __all__ = [
 DEFAULT_BOOST = 1.0
 #: Share of each matched token's credit given while the match is in progress; the rest comes on completion.
 DEFAULT_HOLD = 0.25
+#: A name's first tokens earn no provisional credit: two letters begin too many ordinary words (credit
+#: from the first letter let a 300-name list change 1% of the words of utterances that name nobody).
+UNHELD_TOKENS = 2
 #: The last good bias list, in the daemon's state directory.
 BIAS_STATE_FILE = "bias.json"
 #: Bias list files larger than this are refused (a 5,000-name list is well under 1 MiB).
@@ -302,18 +308,19 @@ class BiasGraph:
         total = [0.0, 0.0]  # for an end node: what its completed phrase earns in all
         for phrase in self.phrases:
             node = _ROOT_START
-            for token in [*(index[c] for c in phrase.text), space]:
+            for depth, token in enumerate([*(index[c] for c in phrase.text), space]):
+                credit = self.hold * phrase.boost if depth >= UNHELD_TOKENS else 0.0
                 nxt = children[node].get(token)
                 if nxt is None:
                     nxt = len(children)
                     children.append({})
                     parent.append(node)
-                    credit_in.append(self.hold * phrase.boost)
+                    credit_in.append(credit)
                     is_end.append(False)
                     total.append(0.0)
                     children[node][token] = nxt
                 else:
-                    credit_in[nxt] = max(credit_in[nxt], self.hold * phrase.boost)
+                    credit_in[nxt] = max(credit_in[nxt], credit)
                 node = nxt
             is_end[node] = True
             total[node] = phrase.boost * (len(phrase.text) + 1)
