@@ -123,8 +123,10 @@ def _decode_settings(decode: DecodeConfig) -> dict[str, float]:
 
 
 def check_parity(ctx: Any, model: Any, out: Path) -> dict[str, Any]:
-    """The same streaming beam search over the float model and over the int8 graphs in ``out``, on 60 clean
-    held-out utterances; writes ``out/parity.json`` and fails if int8 loses more than 5 WER points."""
+    """The same streaming beam search over the float model and over the int8 graphs in ``out``, on the test
+    set's clean utterances; writes ``out/parity.json`` and fails if int8 loses more than 5 WER points. (On 60
+    of them the shipped model's int8 graphs looked 1.7 points worse than float; on the whole test set, all
+    conditions, 0.2 worse, 95% interval -0.3 to +0.7: 60 utterances were too few.)"""
     from training.torch_backend import TorchTransducer
 
     int8_rec = _tflite_recognizer(ctx, out)
@@ -132,7 +134,7 @@ def check_parity(ctx: Any, model: Any, out: Path) -> dict[str, Any]:
                            vocabulary=int8_rec.vocabulary)
     boards = {"float": Scoreboard(), "int8": Scoreboard()}
     same = 0
-    rows = _test_rows(ctx, "clean")[:60]
+    rows = _test_rows(ctx, "clean")
     for row in tqdm(rows, desc="parity"):
         samples = _read(ctx, row)
         texts = {}
@@ -166,7 +168,8 @@ def evaluate_model(ctx: Any) -> None:
     decode = _decode_settings(recognizer.decode)
     saved = out / "parity.json"
     parity = json.loads(saved.read_text()) if saved.exists() else {}
-    if parity.get("decode") != decode:  # checked at export with another decoder: check again with today's
+    if parity.get("decode") != decode or parity.get("utterances") != len(_test_rows(ctx, "clean")):
+        # checked at export with another decoder or on other utterances: check again
         parity = check_parity(ctx, load_checkpoint(ctx.work / "checkpoints" / "final.pt"), out)
     board = Scoreboard()
     audio_s = decode_s = 0.0
