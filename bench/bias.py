@@ -121,11 +121,11 @@ def synthesise_texts(texts: Path, seed: int, out_dir: Path, tts: Sequence[str] =
         lines = [line.strip() for line in texts.read_text(encoding="utf-8").splitlines()]
     except (OSError, UnicodeDecodeError) as exc:
         raise SystemExit(f"error: {texts}: cannot read the sentences: {exc}") from None
-    sentences = [normalize(line) for line in lines if line and not line.startswith("#")]
-    if not any(sentences):
+    sentences = [text for line in lines if line and not line.startswith("#") if (text := normalize(line))]
+    if not sentences:
         raise SystemExit(f"error: {texts}: no sentences")
     tag = f"{texts.stem}-{seed}" + ("-" + "-".join(sorted(tts)) if tts else "")
-    return _read_aloud(((t, []) for t in sentences if t), len(sentences), out_dir / f"manifest-{tag}.jsonl", seed,
+    return _read_aloud(((t, []) for t in sentences), len(sentences), out_dir / f"manifest-{tag}.jsonl", seed,
                        f"{seed}-{texts.stem}", tts)
 
 

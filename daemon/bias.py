@@ -24,7 +24,7 @@ How the graph scores (natural-log units, "nats"):
   withdrawn (a negative bonus) as soon as the hypothesis leaves the partial match, and by
   :meth:`final_bonus` when the hypothesis ends inside one: no unearned credit. (With a 300-name list,
   giving the whole credit while matching raised the WER of utterances that name nobody by 4 to 6 points
-  on the benchmark; a quarter of it, 0 to 1 point; a quarter from the third token on, at most 0.4 on four
+  on the benchmark; a quarter of it, 0 to 1 point; a quarter from the third token on, at most 0.4 on five
   sets of held-out voices, for most of the gain in names: ``bench/bias.py``, figures in the README.)
 * A name that is the start of a longer one ("ana", "ana lucia") keeps its credit when it completes, and the
   longer one then earns only its remaining tokens: nothing is counted twice.

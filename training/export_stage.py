@@ -166,14 +166,15 @@ def evaluate_model(ctx: Any) -> None:
     out = ctx.work / "export"
     recognizer = _tflite_recognizer(ctx, out, threads=1)
     decode = _decode_settings(recognizer.decode)
+    rows = _test_rows(ctx)
     saved = out / "parity.json"
     parity = json.loads(saved.read_text()) if saved.exists() else {}
-    if parity.get("decode") != decode or parity.get("utterances") != len(_test_rows(ctx, "clean")):
+    if parity.get("decode") != decode or parity.get("utterances") != sum(r["condition"] == "clean" for r in rows):
         # checked at export with another decoder or on other utterances: check again
         parity = check_parity(ctx, load_checkpoint(ctx.work / "checkpoints" / "final.pt"), out)
     board = Scoreboard()
     audio_s = decode_s = 0.0
-    for row in tqdm(_test_rows(ctx), desc="evaluate"):
+    for row in tqdm(rows, desc="evaluate"):
         samples = _read(ctx, row)
         started = time.perf_counter()
         text = transcribe_samples(recognizer, samples)[0].text
@@ -193,7 +194,7 @@ def evaluate_model(ctx: Any) -> None:
         zeros, total = zeros + z, total + t
         sizes[name] = (out / name).stat().st_size
     metrics = {
-        "test_set": {"utterances": len({r["id"] for r in _test_rows(ctx)}),
+        "test_set": {"utterances": len({r["id"] for r in rows}),
                      "conditions": ctx.config["test_conditions"]},
         "scores": board.to_dict(),
         "training_fit": fit,
