@@ -46,6 +46,7 @@ import numpy as np
 import numpy.typing as npt
 import soundfile as sf
 
+from bench.cli import name_list, number_list
 from daemon.bias import DEFAULT_BOOST, DEFAULT_HOLD, BiasGraph
 from daemon.frontend import SAMPLE_RATE
 from daemon.messages import BiasSet
@@ -429,13 +430,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--synth", type=int, default=0, metavar="N",
                         help="instead of the recipe's test set: synthesise N held-out sentences with held-out voices "
                              "(kept under work/bench-bias/)")
-    parser.add_argument("--tts", default="", help="with --synth: only these TTS engines (e.g. espeak,pico)")
-    parser.add_argument("--conditions", default="clean", help="manifest conditions, comma-separated, or 'all'")
+    parser.add_argument("--tts", default="", type=name_list(),
+                        help="with --synth: only these TTS engines (e.g. espeak,pico)")
+    parser.add_argument("--conditions", default="clean", type=name_list(),
+                        help="manifest conditions, comma-separated, or 'all'")
     parser.add_argument("--limit", type=int, default=None, help="utterances at most")
     parser.add_argument("--model", type=Path, default=None, help="harkd model directory (default: shipped)")
-    parser.add_argument("--engines", default="harkd,whisper")
-    parser.add_argument("--boost", default=str(DEFAULT_BOOST), help="bonus per token, or several: 1,1.5,2")
-    parser.add_argument("--hold", default=str(DEFAULT_HOLD),
+    parser.add_argument("--engines", default="harkd,whisper", type=name_list(("harkd", "whisper")),
+                        help="engines side by side (default %(default)s)")
+    parser.add_argument("--boost", default=str(DEFAULT_BOOST), type=number_list(float, 0, "numbers >= 0"),
+                        help="bonus per token, or several: 1,1.5,2")
+    parser.add_argument("--hold", default=str(DEFAULT_HOLD), type=number_list(float, 0, "numbers >= 0"),
                         help="share of the credit given while a name is matched, or several: 1,0.5")
     parser.add_argument("--beam", type=int, default=DecodeConfig.beam)
     parser.add_argument("--explore-nats", type=float, default=DecodeConfig.bias_explore_nats,
@@ -467,24 +472,19 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
     if args.synth and not args.manifest:
-        manifest = synthesise(args.synth, args.seed, SYNTH_DIR, [t.strip() for t in args.tts.split(",") if t.strip()],
-                              args.text_seed)
+        manifest = synthesise(args.synth, args.seed, SYNTH_DIR, args.tts, args.text_seed)
     elif args.manifest or DEFAULT_MANIFEST.is_file():
         manifest = args.manifest or DEFAULT_MANIFEST
     else:
         print(f"error: {DEFAULT_MANIFEST} not found: run the recipe's stages 1-3, or pass --synth N", file=sys.stderr)
         return 2
-    conditions = [] if args.conditions == "all" else [c.strip() for c in args.conditions.split(",") if c.strip()]
+    conditions = [] if args.conditions == ["all"] else args.conditions
     rows = load_manifest(manifest, conditions, args.limit)
     if not rows:
         print(f"error: no utterances in {manifest} for conditions {conditions}", file=sys.stderr)
         return 2
-    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
-    unknown = set(engines) - {"harkd", "whisper"}
-    if unknown:
-        print(f"error: unknown engine(s) {sorted(unknown)}; choose from harkd, whisper", file=sys.stderr)
-        return 2
-    boosts = [(float(b), float(h)) for b in args.boost.split(",") for h in args.hold.split(",")]
+    engines = args.engines
+    boosts = [(b, h) for b in args.boost for h in args.hold]
     model_dir = args.model or default_model_dir("recognizer")
     verify = {"off": (False,), "on": (True,), "both": (False, True)}[args.verify]
     report = run(rows, engines, model_dir, boosts, args.household, args.fill, args.distractors, args.timing_list,

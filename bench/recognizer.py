@@ -32,20 +32,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import soundfile as sf
 
+from bench.cli import name_list, number_list
 from daemon.frontend import SAMPLE_RATE
 from daemon.paths import default_model_dir
 from daemon.recognizer import DecodeConfig, Recognizer, transcribe_samples
 from daemon.textnorm import normalize
 from training.metrics import Scoreboard
 
-Number = TypeVar("Number", int, float)
-
 Decoder = Callable[[np.ndarray], str]
+
+
+ENGINES = ("harkd", "whisper", "pocketsphinx")
 
 
 def harkd_engine(model_dir: Path, beam: int, vocabulary_penalty: float) -> Decoder:
@@ -163,28 +165,14 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def number_list(kind: Callable[[str], Number], minimum: float, what: str) -> Callable[[str], list[Number]]:
-    """An argparse type: comma-separated numbers of ``kind``, none below ``minimum``."""
-
-    def parse(text: str) -> list[Number]:
-        try:
-            values = [kind(v) for v in text.split(",") if v.strip()]
-        except ValueError:
-            values = []
-        if not values or min(values) < minimum:
-            raise argparse.ArgumentTypeError(f"wants {what}, got {text!r}")
-        return values
-
-    return parse
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.recognizer", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--manifest", type=Path, default=Path("work/recognizer/speech-test/manifest.jsonl"))
     parser.add_argument("--model", type=Path, default=None, help="harkd model directory (default: shipped)")
     parser.add_argument("--limit", type=int, default=100, help="utterances per condition (default 100)")
-    parser.add_argument("--engines", default="harkd,whisper,pocketsphinx")
+    parser.add_argument("--engines", default="harkd,whisper,pocketsphinx", type=name_list(ENGINES),
+                        help="engines side by side (default %(default)s)")
     parser.add_argument("--beams", default=str(DecodeConfig.beam), type=number_list(int, 1, "positive whole numbers"),
                         help="harkd's beam size, or several (e.g. 2,4,8: one engine each; default %(default)s)")
     parser.add_argument("--vocabulary-penalties", default=f"{DecodeConfig.vocabulary_penalty:g}",
@@ -197,15 +185,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--texts", type=Path, default=None, metavar="FILE",
                         help="instead of the recipe's test set: the sentences of FILE (one per line) read clean by "
                              "held-out voices, e.g. bench/texts/outside-templates.txt (kept under work/bench-bias/)")
-    parser.add_argument("--tts", default="", help="with --synth or --texts: only these TTS engines (e.g. kokoro)")
+    parser.add_argument("--tts", default="", type=name_list(),
+                        help="with --synth or --texts: only these TTS engines (e.g. kokoro)")
     parser.add_argument("--json", type=Path, default=None, help="also write the full report here")
     args = parser.parse_args(argv)
-    tts = [t.strip() for t in args.tts.split(",") if t.strip()]
     if args.synth > 0 or args.texts:
         from bench.bias import SYNTH_DIR, synthesise, synthesise_texts
 
-        args.manifest = (synthesise_texts(args.texts, 0, SYNTH_DIR, tts) if args.texts
-                         else synthesise(args.synth, 0, SYNTH_DIR, tts))
+        args.manifest = (synthesise_texts(args.texts, 0, SYNTH_DIR, args.tts) if args.texts
+                         else synthesise(args.synth, 0, SYNTH_DIR, args.tts))
     if not args.manifest.is_file():
         print(f"error: {args.manifest} not found: run the recipe's stages 1-3 first", file=sys.stderr)
         return 2
@@ -214,18 +202,15 @@ def main(argv: list[str] | None = None) -> int:
     model_dir = args.model or default_model_dir("recognizer")
     others: dict[str, Callable[[], Decoder]] = {"whisper": whisper_engine, "pocketsphinx": pocketsphinx_engine}
     factories: dict[str, Callable[[], Decoder]] = {}
-    for name in (n.strip() for n in args.engines.split(",") if n.strip()):
+    for name in args.engines:
         if name == "harkd":
             for beam in beams:
                 for penalty in penalties:
                     label = " ".join(["harkd", *([f"beam {beam}"] if len(beams) > 1 else []),
                                       *([f"vocabulary {penalty:g}"] if len(penalties) > 1 else [])])
                     factories[label] = partial(harkd_engine, model_dir, beam, penalty)
-        elif name in others:
-            factories[name] = others[name]
         else:
-            print(f"error: unknown engine {name!r}; choose from harkd, whisper, pocketsphinx", file=sys.stderr)
-            return 2
+            factories[name] = others[name]
     report = run(args.manifest, args.limit, {n: make() for n, make in factories.items()})
     print(table(report))
     if args.json:

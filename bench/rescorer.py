@@ -24,6 +24,7 @@ from typing import Any
 
 import soundfile as sf
 
+from bench.cli import name_list
 from daemon.commands.rescore import default_lm_path
 from daemon.frontend import SAMPLE_RATE
 from daemon.lattice import Lattice
@@ -124,7 +125,8 @@ def run(manifest: Path, conditions: set[str], nbest: int, lm_path: Path) -> dict
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--manifest", type=Path, default=Path("work/recognizer/speech-test/manifest.jsonl"))
-    parser.add_argument("--conditions", default="clean", help="comma-separated test conditions (default clean)")
+    parser.add_argument("--conditions", default="clean", type=name_list(),
+                        help="comma-separated test conditions (default clean)")
     parser.add_argument("--nbest", type=int, default=8, help="n-best entries per lattice (default 8)")
     parser.add_argument("--lm", type=Path, default=default_lm_path(), help="ARPA LM (default %(default)s)")
     parser.add_argument("--json", type=Path, help="also write the report here")
@@ -133,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.manifest} not found: run the recogniser recipe's stages 1-4 first", file=sys.stderr)
         return 2
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    report = run(args.manifest, {c.strip() for c in args.conditions.split(",") if c.strip()}, args.nbest, args.lm)
+    report = run(args.manifest, set(args.conditions), args.nbest, args.lm)
     text = json.dumps(report, indent=2)
     print(text)
     if args.json:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.cli import name_list, number_list
 from training.features import FeatureShard, length_bucketed_batches, make_batch
 from training.model import ModelConfig, Transducer
 from training.train import SimpleJoiner, TrainConfig, transducer_loss
@@ -75,10 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.train_step", description=__doc__.split("\n")[0])
     parser.add_argument("--features", type=Path, default=Path("work/recognizer/features-train.npz"),
                         help="training features written by the recipe's stage 4")
-    parser.add_argument("--widths", default="0,5", help="prune widths to compare, the first is the baseline")
-    parser.add_argument("--precisions", default="float32",
+    parser.add_argument("--widths", default="0,5", type=number_list(int, 0, "whole numbers >= 0"),
+                        help="prune widths to compare, the first is the baseline")
+    parser.add_argument("--precisions", default="float32", type=name_list(PRECISIONS),
                         help=f"precisions of the network's products to compare ({', '.join(PRECISIONS)})")
     parser.add_argument("--pred-dims", default=str(ModelConfig().pred_dim),
+                        type=number_list(int, 1, "positive whole numbers"),
                         help="predictor LSTM widths to compare (model.pred_dim), e.g. 256,128")
     parser.add_argument("--batches", type=int, default=12, help="timed batches per setup")
     parser.add_argument("--threads", type=int, default=2)
@@ -89,13 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.features} not found: run the recipe's stages 1-4 first "
               "(python -m training.recipe --config training/configs/recognizer.yaml --stages 1-4)", file=sys.stderr)
         return 2
-    widths = [int(w) for w in args.widths.split(",")]
-    precisions = [p.strip() for p in args.precisions.split(",")]
-    unknown = [p for p in precisions if p not in PRECISIONS]
-    if unknown:
-        parser.error(f"--precisions: unknown {', '.join(unknown)} (choose from {', '.join(PRECISIONS)})")
-    pred_dims = [int(d) for d in args.pred_dims.split(",")]
-    result = measure(args.features, widths, precisions, args.batches, args.threads, args.max_frames, pred_dims)
+    result = measure(args.features, args.widths, args.precisions, args.batches, args.threads, args.max_frames,
+                     args.pred_dims)
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:

@@ -47,6 +47,7 @@ import numpy as np
 import numpy.typing as npt
 import soundfile as sf
 
+from bench.cli import name_list
 from daemon.frontend import SAMPLE_RATE
 from daemon.paths import default_model_dir
 
@@ -347,6 +348,9 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+ENGINES = ("harkd", "openwakeword", "microwakeword", "porcupine")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.wake", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -354,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="wake", help="the recipe config's name (default: wake)")
     parser.add_argument("--model", type=Path, default=None, help="harkd wake model directory (default: shipped)")
     parser.add_argument("--limit", type=int, default=1000, help="positives per test condition (default 1000)")
-    parser.add_argument("--engines", default="harkd,openwakeword,microwakeword,porcupine")
+    parser.add_argument("--engines", default=",".join(ENGINES), type=name_list(ENGINES),
+                        help="detectors side by side (default %(default)s)")
     parser.add_argument("--json", type=Path, default=None, help="also write the full report here")
     parser.add_argument("--update-card", type=Path, default=None, metavar="MODEL_DIR",
                         help="record the report in this model directory's card.yaml and README.md "
@@ -372,12 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         "microwakeword": MicroWakeWordEngine,
         "porcupine": PorcupineEngine,
     }
-    names = [n.strip() for n in args.engines.split(",") if n.strip()]
-    unknown = [n for n in names if n not in factories]
-    if unknown:
-        print(f"error: unknown engine(s) {unknown}; choose from {sorted(factories)}", file=sys.stderr)
-        return 2
-    report = run(work, args.limit, [factories[n]() for n in names])
+    report = run(work, args.limit, [factories[n]() for n in args.engines])
     if report["negative_hours"] < 1.0:
         print(f"warning: only {report['negative_hours']} h of negatives (the target is measured over at least 1 h)",
               file=sys.stderr)
