@@ -10,7 +10,8 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +74,8 @@ class TrainConfig:
     # 0.25 to 33.7% (in a run that also made 15% more steps: 14,267 against 12,356).
     history_noise: float = 0.0
     # Matrix products in bfloat16 (torch.autocast; the weights, the optimiser and the loss stay float32): only
-    # for CPUs with bfloat16 arithmetic (avx512_bf16, AMX), elsewhere it is emulated and slower. Measured in
+    # for CPUs with bfloat16 arithmetic (avx512_bf16, AMX), elsewhere it is emulated and slower, and oneDNN has
+    # no bfloat16 LSTM at all; there the products stay float32 (bf16_supported). Measured in
     # training/configs/recognizer.yaml, which sets it.
     bf16: bool = False
     threads: int = 2
@@ -174,7 +176,8 @@ def transducer_loss(
     """
     history = batch.tokens if history is None else history
     frames, labels = batch.feat_lengths, batch.token_lengths
-    low = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16)  # the network; the loss in float32
+    # the network; the loss in float32
+    low = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16 and bf16_supported())
     if simple is None:
         with low:
             logits = model.joint_logits(batch.feats, history)
@@ -216,12 +219,21 @@ def learning_rate(cfg: TrainConfig, progress: float) -> float:
     return cfg.lr * (0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * min(frac, 1.0))))
 
 
+@lru_cache(maxsize=1)
+def bf16_supported() -> bool:
+    """Whether this CPU does bfloat16 arithmetic (avx512_bf16 or AMX tiles), which ``TrainConfig.bf16`` needs."""
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
 def train(
     shard: FeatureShard, model_cfg: ModelConfig, cfg: TrainConfig, out_dir: Path
 ) -> Path:
     """Train (resuming from ``out_dir/last.pt`` if present); returns the path of the final checkpoint."""
     out_dir.mkdir(parents=True, exist_ok=True)
     final_path = out_dir / "final.pt"
+    if cfg.bf16 and not bf16_supported():
+        log.warning("train.bf16: this CPU has no bfloat16 arithmetic (avx512_bf16 or AMX); products stay float32")
+        cfg = replace(cfg, bf16=False)  # recorded as trained
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from daemon.recognizer import Recognizer
+from training.train import bf16_supported
 
 pytest.importorskip("torch", reason="training extra (torch) not installed")
 if shutil.which("espeak-ng") is None:
@@ -52,6 +53,9 @@ def test_package_has_card_metrics_and_sparse_int8_graphs(smoke_model: Path) -> N
     assert evaluation["parity"]["utterances"] > 0
     assert card["training"]["command"].startswith("python -m training.recipe")
     assert card["training"]["train_steps"] == 12  # the smoke config's steps (its time budget is never reached)
+    # The config asks for bfloat16 products; a CPU without bfloat16 arithmetic trains in float32 and says so.
+    trained = json.loads((smoke_model / "checkpoints" / "config.json").read_text())["train"]
+    assert trained["bf16"] is bf16_supported()
     norm = card["model"]["mean_norm"]  # the feature normalisation the runtime applies, as the shipped recipe
     assert norm["frames"] == 150 and len(norm["initial_mean"]) == 40
 

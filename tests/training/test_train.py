@@ -12,6 +12,7 @@ from training.rnnt_loss import rnnt_loss
 from training.train import (
     SimpleJoiner,
     TrainConfig,
+    bf16_supported,
     noisy_history,
     spec_augment,
     transducer_loss,
@@ -147,7 +148,10 @@ def test_bfloat16_products_give_nearly_the_float_loss_and_gradients(width: int) 
         losses.append(float(loss.detach()))
         grads.append(torch.cat([p.grad.reshape(-1) for p in model.parameters() if p.grad is not None]))
     assert losses[1] == pytest.approx(losses[0], rel=0.02)
-    assert losses[1] != losses[0]  # the products really were made in bfloat16
+    if bf16_supported():
+        assert losses[1] != losses[0]  # the products really were made in bfloat16
+    else:  # oneDNN has no bfloat16 LSTM without the CPU's bfloat16 arithmetic: the products stay float32
+        assert losses[1] == losses[0]
     cosine = torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0)
     assert float(cosine) > 0.99
 
