@@ -47,9 +47,6 @@ from training.metrics import Scoreboard
 Decoder = Callable[[np.ndarray], str]
 
 
-ENGINES = ("harkd", "whisper", "pocketsphinx")
-
-
 def harkd_engine(model_dir: Path, beam: int, vocabulary_penalty: float) -> Decoder:
     settings = DecodeConfig(beam=beam, vocabulary_penalty=vocabulary_penalty)
     recognizer = Recognizer.load(model_dir, threads=1, decode=settings)
@@ -90,6 +87,10 @@ def pocketsphinx_engine() -> Decoder:
         return hyp.hypstr if hyp else ""
 
     return decode
+
+
+OTHER_ENGINES: dict[str, Callable[[], Decoder]] = {"whisper": whisper_engine, "pocketsphinx": pocketsphinx_engine}
+ENGINES = ("harkd", *OTHER_ENGINES)
 
 
 @dataclass
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--manifest", type=Path, default=Path("work/recognizer/speech-test/manifest.jsonl"))
     parser.add_argument("--model", type=Path, default=None, help="harkd model directory (default: shipped)")
     parser.add_argument("--limit", type=int, default=100, help="utterances per condition (default 100)")
-    parser.add_argument("--engines", default="harkd,whisper,pocketsphinx", type=name_list(ENGINES),
+    parser.add_argument("--engines", default=",".join(ENGINES), type=name_list(ENGINES),
                         help="engines side by side (default %(default)s)")
     parser.add_argument("--beams", default=str(DecodeConfig.beam), type=number_list(int, 1, "positive whole numbers"),
                         help="harkd's beam size, or several (e.g. 2,4,8: one engine each; default %(default)s)")
@@ -200,7 +201,6 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     beams, penalties = args.beams, args.vocabulary_penalties
     model_dir = args.model or default_model_dir("recognizer")
-    others: dict[str, Callable[[], Decoder]] = {"whisper": whisper_engine, "pocketsphinx": pocketsphinx_engine}
     factories: dict[str, Callable[[], Decoder]] = {}
     for name in args.engines:
         if name == "harkd":
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
                                       *([f"vocabulary {penalty:g}"] if len(penalties) > 1 else [])])
                     factories[label] = partial(harkd_engine, model_dir, beam, penalty)
         else:
-            factories[name] = others[name]
+            factories[name] = OTHER_ENGINES[name]
     report = run(args.manifest, args.limit, {n: make() for n, make in factories.items()})
     print(table(report))
     if args.json:

@@ -348,7 +348,9 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-ENGINES = ("harkd", "openwakeword", "microwakeword", "porcupine")
+OTHER_ENGINES: dict[str, Callable[[], Engine]] = {
+    "openwakeword": OpenWakeWordEngine, "microwakeword": MicroWakeWordEngine, "porcupine": PorcupineEngine}
+ENGINES = ("harkd", *OTHER_ENGINES)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -371,13 +373,9 @@ def main(argv: list[str] | None = None) -> int:
               "(python -m training.wake_recipe --config training/configs/wake.yaml --stages 1-4)", file=sys.stderr)
         return 2
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    factories: dict[str, Callable[[], Engine]] = {
-        "harkd": lambda: HarkdEngine(args.model or default_model_dir("wake")),
-        "openwakeword": OpenWakeWordEngine,
-        "microwakeword": MicroWakeWordEngine,
-        "porcupine": PorcupineEngine,
-    }
-    report = run(work, args.limit, [factories[n]() for n in args.engines])
+    harkd_model = args.model or default_model_dir("wake")
+    report = run(work, args.limit, [HarkdEngine(harkd_model) if n == "harkd" else OTHER_ENGINES[n]()
+                                    for n in args.engines])
     if report["negative_hours"] < 1.0:
         print(f"warning: only {report['negative_hours']} h of negatives (the target is measured over at least 1 h)",
               file=sys.stderr)
