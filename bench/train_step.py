@@ -49,7 +49,7 @@ def measure(features: Path, widths: list[int], precisions: list[str], batches: i
                 params = list(model.parameters()) + (list(simple.parameters()) if simple is not None else [])
                 cfg = TrainConfig(prune_width=width, bf16=precision == "bfloat16")
                 name = (f"predictor {pred_dim}, " if len(pred_dims) > 1 else "") + f"width {width}, {precision}"
-                setups.append((name, model, simple, torch.optim.AdamW(params, lr=1e-3), cfg))
+                setups.append((name, model, simple, torch.optim.AdamW(params, lr=1e-3, fused=True), cfg))
     times: dict[str, list[float]] = {name: [] for name, *_ in setups}
     for i, indices in enumerate(picked):
         batch = make_batch(shard, indices, ModelConfig().subsampling)

@@ -8,8 +8,12 @@ The forward variable alpha(t, u) is the log probability of having emitted the fi
 
 For a fixed t the recursion along u is a prefix sum in log space: with a(u) = alpha(t-1, u) + blank(t-1, u)
 and C(u) = sum_{j<u} label(t, j),  alpha(t, u) = C(u) + logcumsumexp_k<=u (a(k) - C(k)).  So each frame is
-one vectorised operation over the batch and all u, and autograd differentiates it. Padded positions never
-flow into a valid (t, u): alpha only reads smaller t and u.
+one vectorised operation over the batch and all u. Padded positions never flow into a valid (t, u): alpha
+only reads smaller t and u. The gradient is not left to autograd, which would record and replay every
+frame's operations: a backward variable beta, the same prefix sums from the end, gives each transition's
+posterior, which is its gradient (:func:`_lattice_posteriors`). Measured here (59 training batches of the
+recipe's features, interleaved, two threads): a whole training step, pruned loss included, 0.82x the time
+of the autograd version, with the same loss and gradients equal to within 1e-5 relative.
 
 Pruned training (the idea of Kuang et al., "Pruned RNN-T for fast, memory-efficient ASR training", 2022):
 the full joiner evaluates tanh(enc(t) + pred(u)) for every (t, u) cell, and on a CPU that (B, T, U+1, J)
@@ -26,6 +30,113 @@ import torch
 _FAR = -1.0e4  # log probability of a cell outside the pruned band: finite, so gradients stay defined
 
 
+def _band_moves(start: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """How far each band starts above the one before: (B, T-1) moves, and (B, T-1, W) positions of band t
+    in band t-1's coordinates (band t's position k is band t-1's k + move)."""
+    moves = start[:, 1:] - start[:, :-1]
+    return moves, moves[:, :, None] + torch.arange(width, device=start.device)
+
+
+def _read(values: torch.Tensor, positions: torch.Tensor, far: torch.Tensor) -> torch.Tensor:
+    """values (B, W) at ``positions`` (B, W); positions outside 0..W-1 (outside the band) give ``far``."""
+    width = values.shape[1]
+    inside = (positions >= 0) & (positions < width)
+    return torch.where(inside, torch.gather(values, 1, positions.clamp(0, width - 1)), far)
+
+
+def _lattice_posteriors(
+    blank_lp: torch.Tensor,
+    label_lp: torch.Tensor,
+    logit_lengths: torch.Tensor,
+    target_lengths: torch.Tensor,
+    start: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """log P(y | x) (B,) and its gradients with respect to blank_lp and label_lp (both (B, T, W)); ``start``
+    None is the whole lattice (every band starts at 0).
+
+    The forward variable alpha is the recursion in the module docstring, each frame's band one vectorised
+    prefix sum. The backward variable beta(t, k), the log probability of finishing from cell (t, k), is the
+    same prefix sum taken from the top of the band down:
+
+        beta(t, k) = logaddexp(blank(t, k) + after(t, k), label(t, k) + beta(t, k+1))
+                   = -C(k) + logsumexp_{j>=k} (blank(t, j) + after(t, j) + C(j))
+
+    with after(t, k) = beta(t+1, k) in band t+1's coordinates, and at the last valid frame 0 at the final
+    position and _FAR elsewhere. It is computed on the band reversed, so that the sum from the top is a
+    prefix sum. A transition's gradient is its posterior, exp(alpha + transition + beta after it - log P).
+    Nothing is recorded for autograd: the loops over frames are plain tensor arithmetic.
+    """
+    batch, frames, width = blank_lp.shape
+    zeros = label_lp.new_zeros(batch, frames, 1)
+    cum_label = torch.cat([zeros, torch.cumsum(label_lp[:, :, :-1], dim=2)], dim=2)  # C(t, k), (B, T, W)
+    far = torch.full_like(blank_lp[:, 0], _FAR)
+    moves, positions = _band_moves(start, width) if start is not None else (None, None)
+    alphas = [cum_label[:, 0]]  # t = 0: the band starts at 0 and only label emissions reach (0, k)
+    for t in range(1, frames):
+        came = alphas[-1] + blank_lp[:, t - 1]
+        if positions is not None:  # bands may move back only in padding frames
+            came = _read(came, positions[:, t - 1], far)
+        alphas.append(cum_label[:, t] + torch.logcumsumexp(came - cum_label[:, t], dim=1))
+    alpha = torch.stack(alphas, dim=1)  # (B, T, W)
+    idx_b = torch.arange(batch, device=blank_lp.device)
+    last_t = logit_lengths - 1
+    final = target_lengths if start is None else target_lengths - start[idx_b, last_t]
+    final = final.clamp(0, width - 1)
+    log_likelihood = alpha[idx_b, last_t, final] + blank_lp[idx_b, last_t, final]
+
+    # beta on the reversed band: reversed position j is position W-1-j, and band t+1's reversed position
+    # for band t's reversed j is j + move.
+    ends = torch.full_like(blank_lp, _FAR)  # after(t, .) where no frame follows: the end, or nothing
+    ends[idx_b, last_t, width - 1 - final] = 0.0
+    ongoing = (torch.arange(frames, device=last_t.device)[None, :] < last_t[:, None])[:, :, None]  # (B, T, 1)
+    blank_rev, cum_rev = blank_lp.flip(2), cum_label.flip(2)
+    offsets = torch.arange(width, device=blank_lp.device)
+    afters, betas = [], []
+    beta = far
+    for t in range(frames - 1, -1, -1):
+        if moves is not None and t < frames - 1:
+            beta = _read(beta, offsets + moves[:, t, None], far)
+        after = torch.where(ongoing[:, t], beta, ends[:, t])
+        beta = torch.logcumsumexp(blank_rev[:, t] + after + cum_rev[:, t], dim=1) - cum_rev[:, t]
+        afters.append(after)
+        betas.append(beta)
+    after_all = torch.stack(afters[::-1], dim=1).flip(2)
+    beta_all = torch.stack(betas[::-1], dim=1).flip(2)
+    # Posteriors are at most 1; the clamp only keeps utterances that do not fit their bands finite.
+    reach = alpha - log_likelihood[:, None, None]
+    grad_blank = (reach + blank_lp + after_all).clamp(max=0.0).exp()
+    above = torch.nn.functional.pad(beta_all[:, :, 1:], (0, 1), value=_FAR)
+    grad_label = (reach + label_lp + above).clamp(max=0.0).exp()
+    return log_likelihood, grad_blank, grad_label
+
+
+class _LatticeLogLikelihood(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx,
+        blank_lp: torch.Tensor,
+        label_lp: torch.Tensor,
+        logit_lengths: torch.Tensor,
+        target_lengths: torch.Tensor,
+        start: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        log_likelihood, grad_blank, grad_label = _lattice_posteriors(
+            blank_lp.detach(), label_lp.detach(), logit_lengths, target_lengths, start
+        )
+        ctx.save_for_backward(grad_blank, grad_label)
+        ctx.mark_non_differentiable(grad_blank, grad_label)
+        return log_likelihood, grad_blank, grad_label
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor, *_: torch.Tensor
+    ) -> tuple[torch.Tensor | None, ...]:
+        grad_blank, grad_label = ctx.saved_tensors  # type: ignore[attr-defined]
+        scale = grad[:, None, None]
+        return scale * grad_blank, scale * grad_label, None, None, None
+
+
 def lattice_log_likelihood(
     blank_lp: torch.Tensor,
     label_lp: torch.Tensor,
@@ -38,27 +149,26 @@ def lattice_log_likelihood(
     Whole lattice (``start`` None): blank (B, T, U+1) and label (B, T, U) log probs at every label position.
     Bands: blank and label (B, T, W) log probs at positions ``band_positions(start, W)``; moving from frame
     t-1 to t shifts the band by start[t] - start[t-1] (the whole lattice is the band of width U+1 at 0).
+    Differentiable once, by the forward-backward recursion (:func:`_lattice_posteriors`).
     """
-    batch, frames, width = blank_lp.shape
+    return lattice_occupancy(blank_lp, label_lp, logit_lengths, target_lengths, start)[0]
+
+
+def lattice_occupancy(
+    blank_lp: torch.Tensor,
+    label_lp: torch.Tensor,
+    logit_lengths: torch.Tensor,
+    target_lengths: torch.Tensor,
+    start: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`lattice_log_likelihood` and, without autograd, the posterior probability (B, T, W) that the
+    alignment passes through each cell (the sum of its blank and label transitions' posteriors)."""
     if start is None:
-        start = torch.zeros(batch, frames, dtype=torch.long, device=blank_lp.device)
-        label_lp = torch.nn.functional.pad(label_lp, (0, 1))
-    zeros = label_lp.new_zeros(batch, frames, 1)
-    cum_label = torch.cat([zeros, torch.cumsum(label_lp[:, :, :-1], dim=2)], dim=2)  # C(t, k), (B, T, W)
-    offsets = torch.arange(width, device=start.device)
-    alphas = [cum_label[:, 0]]  # t = 0: the band starts at 0 and only label emissions reach (0, k)
-    for t in range(1, frames):
-        # Band t's positions in band t-1's coordinates (bands may move back only in padding frames).
-        shift = (start[:, t] - start[:, t - 1])[:, None] + offsets
-        came = alphas[-1] + blank_lp[:, t - 1]
-        a = torch.gather(came, 1, shift.clamp(0, width - 1))
-        a = torch.where((shift >= 0) & (shift < width), a, torch.full_like(a, _FAR))
-        alphas.append(cum_label[:, t] + torch.logcumsumexp(a - cum_label[:, t], dim=1))
-    alpha = torch.stack(alphas, dim=1)  # (B, T, W)
-    idx_b = torch.arange(batch, device=blank_lp.device)
-    last_t = logit_lengths - 1
-    k = (target_lengths - start[idx_b, last_t]).clamp(0, width - 1)
-    return alpha[idx_b, last_t, k] + blank_lp[idx_b, last_t, k]
+        label_lp = torch.nn.functional.pad(label_lp, (0, 1), value=_FAR)
+    log_likelihood, grad_blank, grad_label = _LatticeLogLikelihood.apply(
+        blank_lp, label_lp, logit_lengths, target_lengths, start
+    )
+    return log_likelihood, grad_blank + grad_label
 
 
 def lattice_log_probs(log_probs: torch.Tensor, targets: torch.Tensor, blank: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,25 +217,19 @@ def simple_lattice(
 
 @torch.no_grad()
 def prune_ranges(
-    blank_lp: torch.Tensor,
-    label_lp: torch.Tensor,
+    occupancy: torch.Tensor,
     logit_lengths: torch.Tensor,
     target_lengths: torch.Tensor,
     width: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """First label position (B, T) of each frame's band of ``width`` positions, and which utterances fit.
 
-    Each band is the window holding most of the lattice's posterior occupancy at that frame, then moved so
-    that some path stays inside the bands: the first band starts at 0, bands never move backwards nor by
-    more than ``width - 1`` (consecutive bands overlap), and the last valid frame's band holds position U.
-    An utterance with more labels than its frames can carry in such bands is reported as not fitting.
+    ``occupancy`` (B, T, U+1) is the simple lattice's posterior (:func:`lattice_occupancy`). Each band is
+    the window holding most of it at that frame, then moved so that some path stays inside the bands: the
+    first band starts at 0, bands never move backwards nor by more than ``width - 1`` (consecutive bands
+    overlap), and the last valid frame's band holds position U. An utterance with more labels than its
+    frames can carry in such bands is reported as not fitting.
     """
-    with torch.enable_grad():
-        blank = blank_lp.detach().requires_grad_()
-        label = label_lp.detach().requires_grad_()
-        total = lattice_log_likelihood(blank, label, logit_lengths, target_lengths).sum()
-        grad_blank, grad_label = torch.autograd.grad(total, [blank, label])
-    occupancy = grad_blank + torch.nn.functional.pad(grad_label, (0, 1))  # (B, T, U+1)
     batch, frames, positions = occupancy.shape
     width = min(width, positions)
     windows = torch.cumsum(torch.nn.functional.pad(occupancy, (1, 0)), dim=2)

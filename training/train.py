@@ -23,7 +23,7 @@ from training.features import Batch, FeatureShard, length_bucketed_batches, make
 from training.model import ModelConfig, Transducer
 from training.rnnt_loss import (
     band_positions,
-    lattice_log_likelihood,
+    lattice_occupancy,
     prune_ranges,
     pruned_log_likelihood,
     rnnt_loss,
@@ -189,8 +189,8 @@ def transducer_loss(
         am, lm = simple.am(enc), simple.lm(pred)
     enc, pred = enc.float(), pred.float()
     blank_lp, label_lp = simple_lattice(am.float(), lm.float(), batch.tokens)
-    simple_ll = lattice_log_likelihood(blank_lp, label_lp, frames, labels)
-    start, fits = prune_ranges(blank_lp, label_lp, frames, labels, cfg.prune_width)
+    simple_ll, occupancy = lattice_occupancy(blank_lp, label_lp, frames, labels)
+    start, fits = prune_ranges(occupancy, frames, labels, cfg.prune_width)
     positions = band_positions(start, min(cfg.prune_width, pred.shape[1]))  # (B, T, W)
     index = positions.reshape(pred.shape[0], -1, 1).expand(-1, -1, pred.shape[2])
     pred_band = torch.gather(pred, 1, index).reshape(*positions.shape, pred.shape[2])
@@ -240,7 +240,8 @@ def train(
     model = Transducer(model_cfg)
     simple = SimpleJoiner(model_cfg) if cfg.prune_width > 0 else None
     params = list(model.parameters()) + (list(simple.parameters()) if simple is not None else [])
-    optimiser = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # fused: one kernel over all the tensors (a probe here: 2 ms a step against 7-12 ms for the loop over them)
+    optimiser = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     pruner = GradualPruner(model, cfg.final_sparsity, cfg.prune_begin, cfg.prune_end)
     (out_dir / "config.json").write_text(
         json.dumps({"model": model_cfg.to_dict(), "train": asdict(cfg)}, indent=2) + "\n"

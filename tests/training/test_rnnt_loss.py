@@ -6,7 +6,9 @@ torch = pytest.importorskip("torch", reason="training extra (torch) not installe
 
 from training.rnnt_loss import (  # noqa: E402
     band_positions,
+    lattice_log_likelihood,
     lattice_log_probs,
+    lattice_occupancy,
     prune_ranges,
     pruned_log_likelihood,
     rnnt_loss,
@@ -44,6 +46,38 @@ def test_gradient_matches_finite_differences() -> None:
             bumped[idx] -= 2 * eps
             down = float(rnnt_loss(bumped, targets, *lengths))
             assert logits.grad[idx].item() == pytest.approx((up - down) / (2 * eps), abs=1e-4)
+
+
+@pytest.mark.parametrize("banded", [False, True])
+def test_lattice_gradients_match_finite_differences(banded: bool) -> None:
+    # The forward-backward gradients against numerical ones, whole lattice and bands (one utterance's bands
+    # move back in its padding frames), with utterances of different lengths in one batch.
+    torch.manual_seed(5)
+    frames, labels = torch.tensor([6, 4]), torch.tensor([4, 3])
+    width = 3 if banded else 5
+    start = torch.tensor([[0, 1, 1, 2, 2, 2], [0, 1, 1, 1, 0, 0]]) if banded else None
+    blank = torch.randn(2, 6, width, dtype=torch.float64, requires_grad=True)
+    label = torch.randn(2, 6, width if banded else 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda b, lab: lattice_log_likelihood(b, lab, frames, labels, start), (blank, label)
+    )
+
+
+def test_every_valid_frame_emits_one_blank() -> None:
+    # Each alignment emits exactly one blank per valid frame and none after: the blank posteriors, which
+    # are the gradient with respect to the blank log probs, sum to one on every valid frame ...
+    targets, frames, labels = _batch(11)
+    blank_lp, label_lp = lattice_log_probs(torch.log_softmax(torch.randn(3, 9, 7, 6), dim=-1), targets, 0)
+    blank_lp.requires_grad_()
+    lattice_log_likelihood(blank_lp, label_lp, frames, labels).sum().backward()
+    assert blank_lp.grad is not None
+    per_frame = blank_lp.grad.sum(dim=2)
+    valid = torch.arange(9)[None, :] < frames[:, None]
+    assert torch.allclose(per_frame[valid], torch.ones(int(valid.sum())), atol=1e-4)
+    assert float(per_frame[~valid].abs().max()) == 0.0
+    # ... and exactly U labels: the cells an alignment visits number T + U
+    occupancy = lattice_occupancy(blank_lp, label_lp, frames, labels)[1]
+    assert torch.allclose(occupancy.sum(dim=(1, 2)), (frames + labels).float(), atol=1e-3)
 
 
 def test_certain_path_has_zero_loss() -> None:
@@ -88,7 +122,7 @@ def test_prune_ranges_keep_a_path_and_pruned_likelihood_is_a_lower_bound(width: 
     targets, frames, labels = _batch(4 + width)
     am, lm = torch.randn(3, 9, 6) * 2, torch.randn(3, 7, 6) * 2
     blank_lp, label_lp = simple_lattice(am, lm, targets)
-    start, fits = prune_ranges(blank_lp, label_lp, frames, labels, width)
+    start, fits = prune_ranges(lattice_occupancy(blank_lp, label_lp, frames, labels)[1], frames, labels, width)
     assert bool(fits.all())
     for b in range(3):
         s = start[b, : frames[b]]
@@ -113,7 +147,7 @@ def test_pruned_loss_finds_the_likely_alignment() -> None:
             want = u + 1 if (u < 4 and t == 2 * u) else 0
             logits[0, t, u, want] = 8.0
     blank_lp, label_lp = lattice_log_probs(torch.log_softmax(logits, dim=-1), targets, 0)
-    start, _ = prune_ranges(blank_lp, label_lp, frames, labels, 2)
+    start, _ = prune_ranges(lattice_occupancy(blank_lp, label_lp, frames, labels)[1], frames, labels, 2)
     band = torch.gather(logits, 2, band_positions(start, 2)[..., None].expand(-1, -1, -1, 6))
     pruned = -pruned_log_likelihood(band, start, targets, frames, labels)
     assert float(pruned) == pytest.approx(float(rnnt_loss(logits, targets, frames, labels)), abs=0.05)
