@@ -25,16 +25,17 @@ aligned with, and the full joiner is then evaluated only on ``width`` consecutiv
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 _FAR = -1.0e4  # log probability of a cell outside the pruned band: finite, so gradients stay defined
 
 
-def _band_moves(start: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """How far each band starts above the one before: (B, T-1) moves, and (B, T-1, W) positions of band t
-    in band t-1's coordinates (band t's position k is band t-1's k + move)."""
-    moves = start[:, 1:] - start[:, :-1]
-    return moves, moves[:, :, None] + torch.arange(width, device=start.device)
+def _band_moves(start: torch.Tensor, width: int) -> torch.Tensor:
+    """(B, T-1, W): band t's positions in band t-1's coordinates, k + start[t] - start[t-1]. Reversed (position
+    W-1-k as k), it is also band t-1's positions in band t's."""
+    return (start[:, 1:] - start[:, :-1])[:, :, None] + torch.arange(width, device=start.device)
 
 
 def _read(values: torch.Tensor, positions: torch.Tensor, far: torch.Tensor) -> torch.Tensor:
@@ -44,15 +45,19 @@ def _read(values: torch.Tensor, positions: torch.Tensor, far: torch.Tensor) -> t
     return torch.where(inside, torch.gather(values, 1, positions.clamp(0, width - 1)), far)
 
 
+class _Extent(NamedTuple):
+    """Where a lattice's paths run: valid frames (B,), labels (B,) and the bands' first positions (B, T), or
+    None for the whole lattice (every band starts at 0)."""
+
+    logit_lengths: torch.Tensor
+    target_lengths: torch.Tensor
+    start: torch.Tensor | None
+
+
 def _lattice_posteriors(
-    blank_lp: torch.Tensor,
-    label_lp: torch.Tensor,
-    logit_lengths: torch.Tensor,
-    target_lengths: torch.Tensor,
-    start: torch.Tensor | None,
+    blank_lp: torch.Tensor, label_lp: torch.Tensor, extent: _Extent
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """log P(y | x) (B,) and its gradients with respect to blank_lp and label_lp (both (B, T, W)); ``start``
-    None is the whole lattice (every band starts at 0).
+    """log P(y | x) (B,) and its gradients with respect to blank_lp and label_lp (both (B, T, W)).
 
     The forward variable alpha is the recursion in the module docstring, each frame's band one vectorised
     prefix sum. The backward variable beta(t, k), the log probability of finishing from cell (t, k), is the
@@ -66,16 +71,17 @@ def _lattice_posteriors(
     prefix sum. A transition's gradient is its posterior, exp(alpha + transition + beta after it - log P).
     Nothing is recorded for autograd: the loops over frames are plain tensor arithmetic.
     """
+    logit_lengths, target_lengths, start = extent
     batch, frames, width = blank_lp.shape
     zeros = label_lp.new_zeros(batch, frames, 1)
     cum_label = torch.cat([zeros, torch.cumsum(label_lp[:, :, :-1], dim=2)], dim=2)  # C(t, k), (B, T, W)
     far = torch.full_like(blank_lp[:, 0], _FAR)
-    moves, positions = _band_moves(start, width) if start is not None else (None, None)
+    moves = _band_moves(start, width) if start is not None else None
     alphas = [cum_label[:, 0]]  # t = 0: the band starts at 0 and only label emissions reach (0, k)
     for t in range(1, frames):
         came = alphas[-1] + blank_lp[:, t - 1]
-        if positions is not None:  # bands may move back only in padding frames
-            came = _read(came, positions[:, t - 1], far)
+        if moves is not None:  # bands may move back only in padding frames
+            came = _read(came, moves[:, t - 1], far)
         alphas.append(cum_label[:, t] + torch.logcumsumexp(came - cum_label[:, t], dim=1))
     alpha = torch.stack(alphas, dim=1)  # (B, T, W)
     idx_b = torch.arange(batch, device=blank_lp.device)
@@ -84,18 +90,16 @@ def _lattice_posteriors(
     final = final.clamp(0, width - 1)
     log_likelihood = alpha[idx_b, last_t, final] + blank_lp[idx_b, last_t, final]
 
-    # beta on the reversed band: reversed position j is position W-1-j, and band t+1's reversed position
-    # for band t's reversed j is j + move.
+    # beta on the reversed bands (reversed position j is position W-1-j)
     ends = torch.full_like(blank_lp, _FAR)  # after(t, .) where no frame follows: the end, or nothing
     ends[idx_b, last_t, width - 1 - final] = 0.0
     ongoing = (torch.arange(frames, device=last_t.device)[None, :] < last_t[:, None])[:, :, None]  # (B, T, 1)
     blank_rev, cum_rev = blank_lp.flip(2), cum_label.flip(2)
-    offsets = torch.arange(width, device=blank_lp.device)
     afters, betas = [], []
     beta = far
     for t in range(frames - 1, -1, -1):
         if moves is not None and t < frames - 1:
-            beta = _read(beta, offsets + moves[:, t, None], far)
+            beta = _read(beta, moves[:, t], far)
         after = torch.where(ongoing[:, t], beta, ends[:, t])
         beta = torch.logcumsumexp(blank_rev[:, t] + after + cum_rev[:, t], dim=1) - cum_rev[:, t]
         afters.append(after)
@@ -113,16 +117,9 @@ def _lattice_posteriors(
 class _LatticeLogLikelihood(torch.autograd.Function):
     @staticmethod
     def forward(
-        ctx: torch.autograd.function.FunctionCtx,
-        blank_lp: torch.Tensor,
-        label_lp: torch.Tensor,
-        logit_lengths: torch.Tensor,
-        target_lengths: torch.Tensor,
-        start: torch.Tensor | None,
+        ctx: torch.autograd.function.FunctionCtx, blank_lp: torch.Tensor, label_lp: torch.Tensor, extent: _Extent
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        log_likelihood, grad_blank, grad_label = _lattice_posteriors(
-            blank_lp.detach(), label_lp.detach(), logit_lengths, target_lengths, start
-        )
+        log_likelihood, grad_blank, grad_label = _lattice_posteriors(blank_lp.detach(), label_lp.detach(), extent)
         ctx.save_for_backward(grad_blank, grad_label)
         ctx.mark_non_differentiable(grad_blank, grad_label)
         return log_likelihood, grad_blank, grad_label
@@ -134,7 +131,7 @@ class _LatticeLogLikelihood(torch.autograd.Function):
     ) -> tuple[torch.Tensor | None, ...]:
         grad_blank, grad_label = ctx.saved_tensors  # type: ignore[attr-defined]
         scale = grad[:, None, None]
-        return scale * grad_blank, scale * grad_label, None, None, None
+        return scale * grad_blank, scale * grad_label, None
 
 
 def lattice_log_likelihood(
@@ -165,9 +162,8 @@ def lattice_occupancy(
     alignment passes through each cell (the sum of its blank and label transitions' posteriors)."""
     if start is None:
         label_lp = torch.nn.functional.pad(label_lp, (0, 1), value=_FAR)
-    log_likelihood, grad_blank, grad_label = _LatticeLogLikelihood.apply(
-        blank_lp, label_lp, logit_lengths, target_lengths, start
-    )
+    extent = _Extent(logit_lengths, target_lengths, start)
+    log_likelihood, grad_blank, grad_label = _LatticeLogLikelihood.apply(blank_lp, label_lp, extent)
     return log_likelihood, grad_blank + grad_label
 
 
