@@ -59,10 +59,11 @@ class TrainConfig:
     eq_ripple: float = 0.0  # amplitude of random smooth ripples over the bands (0: off)
     # Pruned RNN-T (training.rnnt_loss): the full joiner runs on this many label positions per frame, chosen
     # by a "simple" joiner trained beside it (0: the full joiner on every position). Measured here (python -m
-    # bench.train_step): width 5 makes a step 1.7x cheaper. On the first model's data alone it fitted the
-    # training utterances far better but held-out voices no better; with speed-perturbed copies of 30,000
-    # sentences (training/configs/recognizer.yaml, which sets 5) the whole change improved held-out voices
-    # (49.0% -> 42.7% WER, all conditions); the parts were not measured apart.
+    # bench.train_step): width 5 makes a step 2.0x cheaper (1.7x when autograd differentiated the lattices).
+    # On the first model's data alone it fitted the training utterances far better but held-out voices no
+    # better; with speed-perturbed copies of 30,000 sentences (training/configs/recognizer.yaml, which sets 5)
+    # the whole change improved held-out voices (49.0% -> 42.7% WER, all conditions); the parts were not
+    # measured apart.
     prune_width: int = 0
     simple_loss_scale: float = 0.5  # weight of the simple joiner's loss once warmed up (1.0 before)
     prune_warmup: float = 0.1  # progress over which the pruned loss's weight grows from 0.1 to 1
