@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+from dataclasses import replace
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
-from training.features import Batch
+from training.features import Batch, FeatureShard
 from training.model import ModelConfig, Transducer
 from training.rnnt_loss import rnnt_loss
 from training.train import (
@@ -15,6 +19,7 @@ from training.train import (
     bf16_supported,
     noisy_history,
     spec_augment,
+    train,
     transducer_loss,
     voice_augment,
 )
@@ -169,3 +174,19 @@ def test_the_pruned_loss_trains_the_transducer_with_bfloat16_products() -> None:
         optimiser.step()
     after, _ = transducer_loss(model, simple, batch, cfg, progress=1.0)
     assert float(after.detach()) < 0.5 * float(before.detach())
+
+
+def test_an_interrupted_run_resumes_from_its_last_checkpoint(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # A run stopped after 3 steps (its checkpoint every step) and started again with a longer run's settings
+    # goes on from last.pt, its optimiser state included, instead of starting over.
+    rng = np.random.default_rng(0)
+    shard = FeatureShard.build([(rng.standard_normal((48, N_MELS)), rng.integers(1, 6, 4)) for _ in range(6)])
+    cfg = TrainConfig(steps=3, time_budget_min=60.0, max_frames=100, prune_width=2, checkpoint_every=1, threads=1)
+    train(shard, TINY, cfg, tmp_path)
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["step"] == 3
+    with caplog.at_level(logging.INFO, logger="training.train"):
+        train(shard, TINY, replace(cfg, steps=6), tmp_path)
+    assert "resuming at step 3" in caplog.text
+    state = torch.load(tmp_path / "final.pt", weights_only=True)
+    assert state["step"] == 6
+    assert {int(s["step"]) for s in state["optimiser"]["state"].values()} == {6}  # Adam's own step counts
